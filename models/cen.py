@@ -1,0 +1,297 @@
+"""Bayesian Context Embedding Networks (Kim, Mac Aodha & Perona, "Context Embedding Networks").
+
+A worker sorts a grid of images into groups; every pair in the grid gets a
+same/different label l (eq. 1). CEN explains the labels with an image
+embedding x_i ∈ R^K whose dimensions are attributes, a worker activation a^w
+(the worker's prior bias over attributes, §3.1.1) and a grid activation a^g
+(what the grid's contents make salient, §3.1.2).
+
+What this module adds to the paper:
+
+* priors instead of penalties: Gaussian embeddings, sparse exponential
+  (half-Laplace) activations with a per-dimension scale τ_k, so dimensions no
+  HIT needs shrink to zero activation;
+* the grid activation's prior scale comes from a context network of the
+  spread of the grid's images along each embedding dimension (the paper's
+  "attribute variance in the collection of images", §3.1.2), so an unseen grid
+  has a predictive distribution;
+* a normalised likelihood from the paper's energy (``models.energy.same_logit``)
+  with a learned temperature β, so held-out probabilities can be calibrated;
+* the ``choice`` variant: each HIT uses one attribute z (or is noise), with
+  z ~ Categorical(a^w + a^g); z is summed out exactly, per HIT.
+
+Variants (``variant=``): ``mixture`` a = a^w + a^g (eq. 5), ``worker`` a = a^w
+(eq. 3), ``context`` a = a^g (eq. 4), and ``choice``.
+
+The MAP mode of the continuous variants (``paper_loss=True``) swaps in the
+priors implied by eq. 8, so that with a point-mass guide the negative log
+joint *is* the paper's loss (see ``PaperPrior``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import torch
+import torch.nn.functional as F
+from pyro.nn import PyroModule
+from torch import nn
+
+from cen_bayes.crowd import CrowdData
+from models.distributions import RadialLaplace
+from models.energy import GAMMA, XI_N, XI_P, contrastive_energy, same_logit, weighted_distance
+
+VARIANTS = ("choice", "mixture", "worker", "context")
+
+
+@dataclass
+class PaperPrior:
+    """Eq. 8's penalties as priors; summing them over pairs gives per-parameter rates.
+
+    Σ_pairs λ1||a^m||₁ = Σ_w λ1 n_w ||a^w||₁ + Σ_g λ1 n_g ||a^g||₁  (activations are ≥ 0)
+    Σ_pairs λ2(||x_i||₂ + ||x_j||₂) = Σ_i λ2 n_i ||x_i||₂
+    where n_w, n_g, n_i count the training pairs of worker w, grid g, image i.
+    So a^w_wk ~ Exponential(λ1 n_w) and x_i ~ RadialLaplace(λ2 n_i); the
+    context network's output a^g is deterministic (as in the paper) and its
+    penalty enters as a factor.
+    """
+
+    lambda1: float = 5e-6
+    lambda2: float = 1e-3
+
+
+class ContextNet(nn.Module):
+    """Grid features -> positive multiplier of each dimension's activation scale.
+
+    Input: the log standard deviation of the grid's images along each
+    embedding dimension (a dimension along which the grid varies is one a
+    worker can sort by). Shared across grids, so it also scores unseen grids.
+    """
+
+    def __init__(self, K: int, hidden: int = 32):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(K, hidden), nn.ReLU(), nn.Linear(hidden, K))
+
+    def forward(self, spread: torch.Tensor) -> torch.Tensor:
+        return F.softplus(self.net(torch.log(spread + 1e-3)) + 0.5413)  # softplus(0.5413) = 1
+
+
+class PaperContextEncoder(nn.Module):
+    """The paper's context encoder p_θ: S-hot(grid) -> 200 ReLU -> 200 ReLU -> K ReLU (supplement A).
+
+    An S-hot vector times a weight matrix is the sum of the grid's rows, so the
+    first layer is an EmbeddingBag(mode='sum') over the grid's image codes.
+    """
+
+    def __init__(self, n_images: int, K: int, hidden: int = 200):
+        super().__init__()
+        self.first = nn.EmbeddingBag(n_images, hidden, mode="sum")
+        self.bias = nn.Parameter(torch.zeros(hidden))
+        self.rest = nn.Sequential(nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, K), nn.ReLU())
+
+    def forward(self, grid_image: torch.Tensor, grid_ptr: torch.Tensor) -> torch.Tensor:
+        return self.rest(self.first(grid_image, grid_ptr[:-1]) + self.bias)
+
+
+class BayesianCEN(PyroModule):
+    """Generative story (per training HIT h = (w, g) and pair (i, j) of h):
+
+        τ_k        ~ Exponential(1)                       per-dimension activation scale
+        x_i        ~ Normal(0, s_x I_K)                   image embedding
+        a^w_w      ~ Exponential(1 / τ)                   worker bias over attributes
+        a^g_g      ~ Exponential(1 / (τ ⊙ c(x_{grid g}))) grid context; c = ContextNet
+        β          ~ LogNormal(0, 1)                      likelihood temperature
+      continuous variants:
+        l_hij      ~ Bernoulli(σ(β·(E(0, d) − E(1, d)))),  d = ||a ⊙ (x_i − x_j)||₂
+      choice variant:
+        ε_w        ~ Beta(1, 4)                           worker's share of noisy HITs
+        z_h        ~ Categorical((1 − ε_w)·normalise(a^w + a^g), ε_w)   summed out
+        l_hij | z=k  ~ Bernoulli(σ(β·(E(0, d_k) − E(1, d_k)))),  d_k = |x_ik − x_jk|
+        l_h·  | noise ~ exchangeable: ∫ Π q^l (1−q)^{1−l} Beta(q; u, v) dq
+
+    The model holds the training pairs as buffers; ``forward(hits)`` scores a
+    minibatch of training HITs (all when ``hits`` is None).
+    """
+
+    def __init__(self, data: CrowdData, train_hits: np.ndarray, K: int = 10, variant: str = "choice",
+                 paper_loss: bool = False, gamma: float = GAMMA, xi_p: float = XI_P, xi_n: float = XI_N,
+                 embed_scale: float = 3.0, prior: PaperPrior | None = None):
+        super().__init__()
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+        if paper_loss and variant == "choice":
+            raise ValueError("the paper's loss exists for the mixture, worker and context variants only")
+        self.K, self.variant, self.paper_loss = K, variant, paper_loss
+        self.gamma, self.xi_p, self.xi_n, self.embed_scale = gamma, xi_p, xi_n, embed_scale
+        self.prior = prior or PaperPrior()
+        self.n_images, self.n_workers, self.n_grids = data.n_images, data.n_workers, data.n_grids
+
+        train_hits = np.asarray(train_hits, dtype=bool)
+        train_pair = torch.from_numpy(train_hits[data.pairs.hit.numpy()])
+        pairs = data.pairs.subset(train_pair)
+        # renumber training HITs 0..H-1; pairs are sorted by HIT, so each HIT's pairs are contiguous
+        hit_codes = torch.from_numpy(np.flatnonzero(train_hits))
+        local = torch.full((data.n_hits,), -1, dtype=torch.long)
+        local[hit_codes] = torch.arange(len(hit_codes))
+        pair_hit = local[pairs.hit]
+        counts = torch.bincount(pair_hit, minlength=len(hit_codes))
+        self.n_train_hits, self.n_train_pairs = len(hit_codes), len(pairs)
+
+        buffers = {
+            "pair_i": pairs.i, "pair_j": pairs.j, "pair_worker": pairs.worker, "pair_grid": pairs.grid,
+            "pair_hit": pair_hit, "label": pairs.label, "hit_code": hit_codes,
+            "hit_ptr": torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)]),
+            "grid_ptr": data.grid_ptr, "grid_image": data.grid_image,
+            "member_grid": torch.repeat_interleave(torch.arange(data.n_grids), data.grid_ptr.diff()),
+            "zero": torch.zeros(()), "one": torch.ones(()),
+        }
+        if paper_loss:  # training-pair counts n_w, n_g, n_i (see PaperPrior)
+            buffers["n_worker"] = torch.bincount(pairs.worker, minlength=data.n_workers).float()
+            buffers["n_grid"] = torch.bincount(pairs.grid, minlength=data.n_grids).float()
+            buffers["n_image"] = (torch.bincount(pairs.i, minlength=data.n_images)
+                                  + torch.bincount(pairs.j, minlength=data.n_images)).float()
+        for name, value in buffers.items():
+            self.register_buffer(name, value)
+        if paper_loss:
+            self.context_net = PaperContextEncoder(data.n_images, K)
+        else:
+            self.context_net = ContextNet(K)
+        self.noise_u = pyro.nn.PyroParam(torch.tensor(1.0), constraint=dist.constraints.positive)
+        self.noise_v = pyro.nn.PyroParam(torch.tensor(1.0), constraint=dist.constraints.positive)
+
+    # ----- which activations a variant uses -------------------------------------------
+    @property
+    def uses_worker(self) -> bool:
+        return self.variant in ("choice", "mixture", "worker")
+
+    @property
+    def uses_context(self) -> bool:
+        return self.variant in ("choice", "mixture", "context")
+
+    # ----- one method per distribution --------------------------------------------------
+    def activation_scale(self) -> torch.Tensor:
+        with pyro.plate("attributes", self.K):
+            return pyro.sample("tau", dist.Exponential(self.one))
+
+    def embeddings(self) -> torch.Tensor:
+        with pyro.plate("images", self.n_images):
+            if self.paper_loss:
+                rate = self.prior.lambda2 * self.n_image.clamp(min=1.0)
+                return pyro.sample("x", RadialLaplace(rate, self.K))
+            return pyro.sample("x", dist.Normal(self.zero, self.embed_scale).expand([self.K]).to_event(1))
+
+    def worker_activations(self, tau) -> torch.Tensor:
+        with pyro.plate("workers", self.n_workers):
+            if self.paper_loss:
+                rate = self.prior.lambda1 * self.n_worker.clamp(min=1.0)
+                return pyro.sample("a_w", dist.Exponential(rate.unsqueeze(-1).expand(-1, self.K)).to_event(1))
+            return pyro.sample("a_w", dist.Exponential(1.0 / tau).expand([self.n_workers, self.K]).to_event(1))
+
+    def grid_spread(self, x: torch.Tensor) -> torch.Tensor:
+        """Standard deviation of each grid's images along each dimension, (n_grids, K)."""
+        members = x[..., self.grid_image, :]
+        size = self.grid_ptr.diff().to(x.dtype).unsqueeze(-1)
+        shape = x.shape[:-2] + (self.n_grids, self.K)
+        total = x.new_zeros(shape).index_add_(-2, self.member_grid, members)
+        square = x.new_zeros(shape).index_add_(-2, self.member_grid, members ** 2)
+        mean = total / size
+        return (square / size - mean ** 2).clamp(min=0.0).sqrt()
+
+    def grid_activations(self, x, tau) -> torch.Tensor:
+        if self.paper_loss:  # deterministic p_θ(g), its L1 penalty a factor (PaperPrior)
+            a_g = self.context_net(self.grid_image, self.grid_ptr)
+            pyro.factor("a_g_penalty", -self.prior.lambda1 * (self.n_grid * a_g.sum(-1)).sum())
+            return a_g
+        scale = tau * self.context_net(self.grid_spread(x))
+        with pyro.plate("grids", self.n_grids):
+            return pyro.sample("a_g", dist.Exponential(1.0 / scale).to_event(1))
+
+    def temperature(self) -> torch.Tensor:
+        return pyro.sample("beta", dist.LogNormal(self.zero, self.one))
+
+    def noise_share(self) -> torch.Tensor:
+        with pyro.plate("workers_noise", self.n_workers):
+            return pyro.sample("eps", dist.Beta(self.one, 4.0 * self.one))
+
+    # ----- the story ----------------------------------------------------------------------
+    def forward(self, hits: torch.Tensor | None = None):
+        tau = None if self.paper_loss else self.activation_scale()
+        x = self.embeddings()
+        a_w = self.worker_activations(tau) if self.uses_worker else None
+        a_g = self.grid_activations(x, tau) if self.uses_context else None
+        beta = None if self.paper_loss else self.temperature()
+        if hits is None:
+            hits = torch.arange(self.n_train_hits, device=self.label.device)
+        pair_index, hit_local = self.pairs_of(hits)
+        if self.variant == "choice":
+            eps = self.noise_share()
+            with pyro.plate("hits", self.n_train_hits, subsample=hits):
+                first = self.hit_ptr[hits]  # any pair of a HIT carries its worker and grid
+                log_joint = self.hit_log_joint(
+                    x, a_w, a_g, beta, eps, self.pair_i[pair_index], self.pair_j[pair_index],
+                    self.label[pair_index], hit_local, self.pair_worker[first], self.pair_grid[first])
+                pyro.factor("labels", torch.logsumexp(log_joint, -1))
+            return
+        i, j = self.pair_i[pair_index], self.pair_j[pair_index]
+        a = self.pair_activation(a_w, a_g, self.pair_worker[pair_index], self.pair_grid[pair_index])
+        d = weighted_distance(a, x[i], x[j])
+        label = self.label[pair_index]
+        with pyro.plate("pairs", self.n_train_pairs, subsample=pair_index):
+            if self.paper_loss:
+                pyro.factor("labels", -contrastive_energy(label, d, self.gamma, self.xi_p, self.xi_n))
+            else:
+                logits = same_logit(d, self.gamma, self.xi_p, self.xi_n, beta)
+                pyro.sample("labels", dist.Bernoulli(logits=logits), obs=label)
+
+    # ----- pieces shared by training and prediction ---------------------------------------
+    def pairs_of(self, hits: torch.Tensor):
+        """Indices of the training pairs of these training HITs, and each pair's HIT position."""
+        start, stop = self.hit_ptr[hits], self.hit_ptr[hits + 1]
+        counts = stop - start
+        hit_local = torch.repeat_interleave(torch.arange(len(hits), device=hits.device), counts)
+        offset = torch.arange(int(counts.sum()), device=hits.device) - torch.repeat_interleave(
+            counts.cumsum(0) - counts, counts)
+        return start[hit_local] + offset, hit_local
+
+    def pair_activation(self, a_w, a_g, worker, grid):
+        if self.variant == "worker":
+            return a_w[worker]
+        if self.variant == "context":
+            return a_g[grid]
+        return a_w[worker] + a_g[grid]
+
+    def choice_log_prior(self, a_w, a_g, eps, worker, grid):
+        """log P(z = k) for k < K (attribute k) and k = K (noise), per HIT."""
+        mix = a_w[worker] + a_g[grid]
+        attr = torch.log1p(-eps[worker]).unsqueeze(-1) + torch.log(mix) - torch.log(mix.sum(-1, keepdim=True))
+        return torch.cat([attr, torch.log(eps[worker]).unsqueeze(-1)], -1)
+
+    def choice_pair_log_lik(self, x, beta, i, j, label):
+        """log P(l | z = k) of each pair under each single-dimension distance, (P, K)."""
+        d = (x[i] - x[j]).abs()
+        logits = same_logit(d, self.gamma, self.xi_p, self.xi_n, beta)
+        return -F.softplus(-(2 * label.unsqueeze(-1) - 1) * logits)
+
+    def noise_log_lik(self, n_same, n_diff):
+        """log ∫ q^{n_same}(1 − q)^{n_diff} Beta(q; u, v) dq: one-group and random HITs."""
+        u, v = self.noise_u, self.noise_v
+        return (torch.lgamma(n_same + u) + torch.lgamma(n_diff + v) - torch.lgamma(n_same + n_diff + u + v)
+                - torch.lgamma(u) - torch.lgamma(v) + torch.lgamma(u + v))
+
+    def hit_log_joint(self, x, a_w, a_g, beta, eps, i, j, label, hit_local, hit_worker, hit_grid):
+        """log P(z = k) + log P(labels of h | z = k), (n_hits, K + 1); logsumexp over k sums z out.
+
+        Pairs are grouped into their HITs with index_add, so summing out z
+        costs K passes over the pairs, not a loop over HITs.
+        """
+        n_hits = len(hit_worker)
+        pair_ll = self.choice_pair_log_lik(x, beta, i, j, label)
+        per_hit = x.new_zeros(n_hits, self.K).index_add_(0, hit_local, pair_ll)
+        n_same = x.new_zeros(n_hits).index_add_(0, hit_local, label)
+        n_all = torch.bincount(hit_local, minlength=n_hits).to(x.dtype)
+        noise = self.noise_log_lik(n_same, n_all - n_same)
+        prior = self.choice_log_prior(a_w, a_g, eps, hit_worker, hit_grid)
+        return prior + torch.cat([per_hit, noise.unsqueeze(-1)], -1)
