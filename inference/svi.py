@@ -1,0 +1,162 @@
+"""Fit a Bayesian CEN from the command line.
+
+    python -m inference.svi --dataset retina
+    python -m inference.svi --data annotations.csv --variant mixture --K 10 --out runs/mine
+
+Holds out whole grids, fits by SVI (or MAP with ``--map``), prints held-out
+accuracy / NLL / ECE (and attribute retrieval when the data are simulated)
+and writes the output files described in DESIGN.md to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cen_bayes.annotations import AnnotationError
+from cen_bayes.crowd import CrowdData
+from cen_bayes.datasets import DATASETS, load_dataset
+from cen_bayes.metrics import attribute_retrieval, pair_scores
+from cen_bayes.splits import split_by_grid
+from inference import predict
+from inference.fit import fit_svi
+from models.cen import VARIANTS, BayesianCEN
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m inference.svi", description=__doc__.split("\n\n")[0])
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--dataset", choices=sorted(DATASETS), help="a built-in simulated dataset (default retina)")
+    source.add_argument("--data", help="your annotation table: CSV or Parquet with worker_id, grid_id, image_id, group")
+    parser.add_argument("--variant", choices=VARIANTS, default="choice")
+    parser.add_argument("--K", type=int, default=10, help="embedding / attribute dimensions")
+    parser.add_argument("--map", action="store_true", help="MAP point estimate (mixture/worker/context: the paper's loss)")
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--lr", type=float, default=0.05)
+    parser.add_argument("--batch-hits", type=int, default=None, help="HITs per minibatch (default: all)")
+    parser.add_argument("--draws", type=int, default=100, help="posterior draws for predictions")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--holdout-frac", type=float, default=0.15, help="share of grids held out")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--out", help="output folder (default runs/<dataset>-<time>)")
+    parser.add_argument("--resume", action="store_true", help="resume from the checkpoint in --out")
+    parser.add_argument("--no-progress", action="store_true")
+    return parser.parse_args(argv)
+
+
+def load(args):
+    """(CrowdData, simulation or None, name) from --data or --dataset."""
+    if args.data:
+        return CrowdData.from_source(args.data), None, Path(args.data).stem
+    name = args.dataset or "retina"
+    sim = load_dataset(name, seed=args.seed)
+    return CrowdData.from_source(sim.table, name=f"simulated {name}"), sim, name
+
+
+def true_attributes(sim, data: CrowdData) -> np.ndarray | None:
+    """The listed attribute each HIT used (None for noisy HITs), in data.hits order."""
+    if sim is None:
+        return None
+    truth = sim.hits.assign(worker_id=sim.hits.worker_id.astype(str), grid_id=sim.hits.grid_id.astype(str))
+    merged = data.hits[["worker_id", "grid_id"]].astype(str).merge(truth, on=["worker_id", "grid_id"], how="left")
+    used = merged["attribute"].where((merged["noise"] == "none") & merged["attribute"].isin(sim.attributes))
+    return used.to_numpy(dtype=object)
+
+
+def run(args) -> dict:
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda asked for, but torch sees no CUDA device")
+    torch.manual_seed(args.seed)
+    data, sim, name = load(args)
+    out = Path(args.out or f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    out.mkdir(parents=True, exist_ok=True)
+    split = split_by_grid(data, args.holdout_frac, seed=args.seed)
+    model = BayesianCEN(data, split.train_hits, K=args.K, variant=args.variant,
+                        paper_loss=args.map and args.variant != "choice")
+    print(f"{name}: {data.n_images} images, {data.n_workers} workers, {data.n_grids} grids, {data.n_hits} HITs, "
+          f"{len(data.pairs):,} pairs ({model.n_train_pairs:,} for training)")
+    fit = fit_svi(model, map_mode=args.map, steps=args.steps, lr=args.lr, batch_hits=args.batch_hits,
+                  seed=args.seed, device=args.device, progress=not args.no_progress,
+                  checkpoint=out / "checkpoint.pt", resume=args.resume)
+    if fit.interrupted:
+        sys.exit(130)
+
+    device = model.label.device
+    seen = torch.zeros(data.n_grids, dtype=torch.bool, device=device)
+    seen[torch.tensor(data.hits["grid"].to_numpy()[split.train_hits], device=device)] = True
+    draws = predict.posterior_draws(model, fit.guide, 1 if args.map else args.draws, seen, seed=args.seed)
+    scale = predict.fit_threshold_scale(model, draws[0]) if model.paper_loss else None
+    _, test_mask = split.pair_masks(data)
+    test_pairs = data.pairs.subset(test_mask)
+    p_same = predict.predict_pairs(model, draws, data, test_pairs, scale)
+    labels = test_pairs.label.numpy()
+    metrics = {"dataset": name, "variant": args.variant, "map": args.map, "K": args.K, "steps": args.steps,
+               "seed": args.seed, "device": str(device), "fit_seconds": fit.seconds,
+               "final_loss_per_pair": fit.losses[-1], "heldout": pair_scores(labels, p_same),
+               "n_train_hits": int(split.train_hits.sum()), "n_test_hits": int(split.test_hits.sum())}
+
+    p_attr = predict.attribute_probabilities(model, draws, data)
+    truth = true_attributes(sim, data)
+    if truth is not None:
+        result = attribute_retrieval(truth, p_attr[:, : args.K].argmax(1), attributes=sim.attributes)
+        metrics["attribute_retrieval"] = {
+            "per_attribute_accuracy": result.per_attribute_accuracy.to_dict(),
+            "mean_accuracy": result.mean_accuracy, "row_entropy": result.row_entropy.to_dict(),
+            "assignment": {k: int(v) for k, v in result.assignment.items()}}
+    write_outputs(out, data, split, test_pairs, p_same, p_attr, draws, metrics)
+    print_summary(metrics, out)
+    return metrics
+
+
+def write_outputs(out: Path, data, split, test_pairs, p_same, p_attr, draws, metrics) -> None:
+    K = draws[0].x.shape[-1]
+    hits = data.hits[["worker_id", "grid_id"]].assign(split=split.labels())
+    columns = [f"p_attr_{k}" for k in range(K)] + (["p_noise"] if p_attr.shape[1] > K else [])
+    pd.concat([hits, pd.DataFrame(p_attr, columns=columns)], axis=1).to_csv(out / "hits.csv", index=False)
+    pd.DataFrame({
+        "worker_id": data.workers[test_pairs.worker.numpy()], "grid_id": data.grids[test_pairs.grid.numpy()],
+        "image_i": data.images[test_pairs.i.numpy()], "image_j": data.images[test_pairs.j.numpy()],
+        "label": test_pairs.label.numpy().astype(int), "p_same": p_same,
+    }).to_csv(out / "heldout_pairs.csv", index=False)
+    mean, sd = predict.embedding_summary(draws)
+    embedding = {"image_id": data.images}
+    for k in range(K):
+        embedding[f"mean_{k}"], embedding[f"sd_{k}"] = mean[:, k], sd[:, k]
+    pd.DataFrame(embedding).to_csv(out / "embeddings.csv", index=False)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
+
+
+def print_summary(metrics: dict, out: Path) -> None:
+    held = metrics["heldout"]
+    rows = [("held-out accuracy", f"{held['accuracy']:.3f}  (majority {held['majority_accuracy']:.3f})"),
+            ("held-out NLL", f"{held['nll']:.3f}"), ("held-out ECE", f"{held['ece']:.3f}"),
+            ("held-out Brier", f"{held['brier']:.3f}")]
+    if "attribute_retrieval" in metrics:
+        ret = metrics["attribute_retrieval"]
+        per = ", ".join(f"{k} {v:.2f}" for k, v in ret["per_attribute_accuracy"].items())
+        rows.append(("attribute retrieval", f"{ret['mean_accuracy']:.3f}  ({per})"))
+    rows.append(("fit seconds", f"{metrics['fit_seconds']:.1f}"))
+    width = max(len(r[0]) for r in rows)
+    print()
+    for key, value in rows:
+        print(f"  {key:<{width}}  {value}")
+    print(f"\nwrote {out}/ (hits.csv, heldout_pairs.csv, embeddings.csv, metrics.json)")
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    try:
+        run(args)
+    except AnnotationError as err:
+        raise SystemExit(f"error: {err}") from None
+
+
+if __name__ == "__main__":
+    main()
