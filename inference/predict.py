@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from cen_bayes.crowd import CrowdData, Pairs
 from models.cen import BayesianCEN
-from models.energy import same_logit, weighted_distance
+from models.energy import fit_threshold_scale, same_logit, weighted_distance
 
 
 @dataclass
@@ -113,27 +113,11 @@ def attribute_probabilities(model: BayesianCEN, draws: list[Draw], data: CrowdDa
 
 
 @torch.no_grad()
-def fit_threshold_scale(model: BayesianCEN, draw: Draw, steps: int = 200) -> float:
-    """Scale s > 0 of σ(s·((ξ_n+ξ_p)/2 − d)) by maximum likelihood on the training pairs.
-
-    The paper predicts 'same' when d < (ξ_n+ξ_p)/2 (§4.5); a single scale turns
-    that rule into a probability for NLL/ECE without moving its threshold.
-    """
+def threshold_scale(model: BayesianCEN, draw: Draw) -> float:
+    """The paper's threshold rule as a probability for the MAP fit (``fit_threshold_scale``)."""
     a = model.pair_activation(draw.a_w, draw.a_g, model.pair_worker, model.pair_grid)
     margin = (model.xi_n + model.xi_p) / 2 - weighted_distance(a, draw.x[model.pair_i], draw.x[model.pair_j])
-    sign = 2 * model.label - 1
-    log_s = torch.zeros((), device=margin.device, requires_grad=True)
-    with torch.enable_grad():
-        optim = torch.optim.LBFGS([log_s], max_iter=steps, line_search_fn="strong_wolfe")
-
-        def closure():
-            optim.zero_grad()
-            loss = F.softplus(-sign * log_s.exp() * margin).mean()
-            loss.backward()
-            return loss
-
-        optim.step(closure)
-    return float(log_s.exp())
+    return fit_threshold_scale(margin.cpu().numpy(), model.label.cpu().numpy())
 
 
 @torch.no_grad()

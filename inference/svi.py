@@ -92,7 +92,7 @@ def run(args) -> dict:
     seen = torch.zeros(data.n_grids, dtype=torch.bool, device=device)
     seen[torch.tensor(data.hits["grid"].to_numpy()[split.train_hits], device=device)] = True
     draws = predict.posterior_draws(model, fit.guide, 1 if args.map else args.draws, seen, seed=args.seed)
-    scale = predict.fit_threshold_scale(model, draws[0]) if model.paper_loss else None
+    scale = predict.threshold_scale(model, draws[0]) if model.paper_loss else None
     _, test_mask = split.pair_masks(data)
     test_pairs = data.pairs.subset(test_mask)
     p_same = predict.predict_pairs(model, draws, data, test_pairs, scale)

@@ -9,8 +9,10 @@ function.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.optimize import minimize_scalar
 
 # Supplement A: positive margin, negative margin, positive-similarity weight.
 XI_P, XI_N, GAMMA = 1.0, 6.0, 5.0
@@ -40,3 +42,16 @@ def same_logit(d, gamma=GAMMA, xi_p=XI_P, xi_n=XI_N, beta=1.0) -> torch.Tensor:
     Bernoulli; β (a temperature) sets how sharp it is.
     """
     return beta * (F.relu(xi_n - d) - gamma * F.relu(d - xi_p))
+
+
+def fit_threshold_scale(margin, label) -> float:
+    """Scale-only Platt scaling: argmin_{s>0} mean BCE(label, σ(s·margin)).
+
+    The paper predicts 'same' when d < (ξ_n+ξ_p)/2 (§4.5); with margin =
+    (ξ_n+ξ_p)/2 − d, one fitted scale turns that rule into a probability for
+    NLL/ECE without moving its threshold. Point-estimate models share it.
+    """
+    signed = np.asarray(margin, dtype=np.float64) * (2.0 * np.asarray(label, dtype=np.float64) - 1.0)
+    result = minimize_scalar(lambda log_s: np.mean(np.logaddexp(0.0, -np.exp(log_s) * signed)),
+                             bounds=(np.log(1e-3), np.log(1e3)), method="bounded", options={"xatol": 1e-6})
+    return float(np.exp(result.x))

@@ -32,13 +32,12 @@ import time
 
 import numpy as np
 import torch
-from scipy.optimize import minimize_scalar
 from scipy.special import expit
 from torch import nn
 
 from cen_bayes.crowd import CrowdData, Pairs
 from cen_bayes.splits import Split
-from models.energy import GAMMA, XI_N, XI_P, contrastive_energy, weighted_distance
+from models.energy import GAMMA, XI_N, XI_P, contrastive_energy, fit_threshold_scale, weighted_distance
 from models.point_training import train_minibatch
 
 VARIANTS = ("worker", "context", "mixture")
@@ -241,21 +240,10 @@ class PaperCEN:
             epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, seed=self.seed,
             device=self.device, progress=self.progress, desc=f"PaperCEN[{self.variant}]",
         )
-        self.scale_ = self._fit_scale(self.distance(data, train), train.label.numpy())
+        self.scale_ = fit_threshold_scale(self.threshold - self.distance(data, train), train.label.numpy())
         self._store_fitted(data)
         self.fit_seconds_ = time.perf_counter() - start
         return self
-
-    def _fit_scale(self, d: np.ndarray, label: np.ndarray) -> float:
-        """Scale-only Platt scaling: argmin_s mean BCE(label, σ(s·(threshold − d))), s > 0."""
-        margin = (self.threshold - d.astype(np.float64)) * (2.0 * label.astype(np.float64) - 1.0)
-
-        def nll(log_s):
-            return np.mean(np.logaddexp(0.0, -np.exp(log_s) * margin))
-
-        res = minimize_scalar(nll, bounds=(math.log(1e-3), math.log(1e3)), method="bounded",
-                              options={"xatol": 1e-6})
-        return float(np.exp(res.x))
 
     @torch.no_grad()
     def _store_fitted(self, data: CrowdData) -> None:
