@@ -142,7 +142,7 @@ class BayesianCEN(PyroModule):
 
         buffers = {
             "pair_i": pairs.i, "pair_j": pairs.j, "pair_worker": pairs.worker, "pair_grid": pairs.grid,
-            "pair_hit": pair_hit, "label": pairs.label, "hit_code": hit_codes,
+            "pair_hit": pair_hit, "label": pairs.label,
             "hit_ptr": torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)]),
             "grid_ptr": data.grid_ptr, "grid_image": data.grid_image,
             "member_grid": torch.repeat_interleave(torch.arange(data.n_grids), data.grid_ptr.diff()),
