@@ -43,7 +43,7 @@ def posterior_draws(model: BayesianCEN, guide, n_draws: int, seen_grids: torch.T
         a_g = None
         if model.uses_context:
             if model.paper_loss:
-                a_g = model.context_net(model.grid_image, model.grid_ptr)
+                a_g = model.context_net(model.grid_sets)
             else:
                 scale = latent["tau"] * model.context_net(model.grid_spread(x))
                 prior = torch.distributions.Exponential(1.0 / scale).sample()

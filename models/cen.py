@@ -43,6 +43,7 @@ from torch import nn
 from cen_bayes.crowd import CrowdData
 from models.distributions import RadialLaplace
 from models.energy import GAMMA, XI_N, XI_P, contrastive_energy, same_logit, weighted_distance
+from models.paper_cen import context_encoder, padded_grid_sets
 
 VARIANTS = ("choice", "mixture", "worker", "context")
 
@@ -77,23 +78,6 @@ class ContextNet(nn.Module):
 
     def forward(self, spread: torch.Tensor) -> torch.Tensor:
         return F.softplus(self.net(torch.log(spread + 1e-3)) + 0.5413)  # softplus(0.5413) = 1
-
-
-class PaperContextEncoder(nn.Module):
-    """The paper's context encoder p_θ: S-hot(grid) -> 200 ReLU -> 200 ReLU -> K ReLU (supplement A).
-
-    An S-hot vector times a weight matrix is the sum of the grid's rows, so the
-    first layer is an EmbeddingBag(mode='sum') over the grid's image codes.
-    """
-
-    def __init__(self, n_images: int, K: int, hidden: int = 200):
-        super().__init__()
-        self.first = nn.EmbeddingBag(n_images, hidden, mode="sum")
-        self.bias = nn.Parameter(torch.zeros(hidden))
-        self.rest = nn.Sequential(nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, K), nn.ReLU())
-
-    def forward(self, grid_image: torch.Tensor, grid_ptr: torch.Tensor) -> torch.Tensor:
-        return self.rest(self.first(grid_image, grid_ptr[:-1]) + self.bias)
 
 
 class BayesianCEN(PyroModule):
@@ -156,7 +140,8 @@ class BayesianCEN(PyroModule):
         for name, value in buffers.items():
             self.register_buffer(name, value)
         if paper_loss:
-            self.context_net = PaperContextEncoder(data.n_images, K)
+            self.register_buffer("grid_sets", padded_grid_sets(data))
+            self.context_net = context_encoder(data.n_images, K)
         else:
             self.context_net = ContextNet(K)
         self.noise_u = pyro.nn.PyroParam(torch.tensor(1.0), constraint=dist.constraints.positive)
@@ -202,7 +187,7 @@ class BayesianCEN(PyroModule):
 
     def grid_activations(self, x, tau) -> torch.Tensor:
         if self.paper_loss:  # deterministic p_θ(g), its L1 penalty a factor (PaperPrior)
-            a_g = self.context_net(self.grid_image, self.grid_ptr)
+            a_g = self.context_net(self.grid_sets)
             pyro.factor("a_g_penalty", -self.prior.lambda1 * (self.n_grid * a_g.sum(-1)).sum())
             return a_g
         scale = tau * self.context_net(self.grid_spread(x))

@@ -90,6 +90,18 @@ class SetHotLinear(nn.Module):
         return self.weight(sets) + self.bias
 
 
+def context_encoder(n_images: int, K: int, hidden: int = 200) -> nn.Sequential:
+    """p_θ: S-hot(grid image set) -> hidden ReLU -> hidden ReLU -> K ReLU (supplement A).
+
+    Takes padded grid sets (``padded_grid_sets``); also the MAP mode's context network.
+    """
+    return nn.Sequential(
+        SetHotLinear(n_images, hidden), nn.ReLU(),
+        nn.Linear(hidden, hidden), nn.ReLU(),
+        nn.Linear(hidden, K), nn.ReLU(),
+    )
+
+
 class CENNetwork(nn.Module):
     """The three encoders of Fig. 2; only those the variant uses are built."""
 
@@ -105,11 +117,7 @@ class CENNetwork(nn.Module):
             nn.Linear(hidden, K), nn.ReLU(),
         )
         # p_θ: S-hot(grid image set) -> hidden ReLU -> hidden ReLU -> K ReLU
-        self.context_encoder = None if variant == "worker" else nn.Sequential(
-            SetHotLinear(n_images, hidden), nn.ReLU(),
-            nn.Linear(hidden, hidden), nn.ReLU(),
-            nn.Linear(hidden, K), nn.ReLU(),
-        )
+        self.context_encoder = None if variant == "worker" else context_encoder(n_images, K, hidden)
         # f_ψ: one-hot(image) -> hidden ReLU -> K
         self.image_encoder = nn.Sequential(OneHotLinear(n_images, hidden), nn.ReLU(), nn.Linear(hidden, K))
 

@@ -48,7 +48,7 @@ def test_map_objective_equals_eq8_up_to_a_constant(variant):
     def both():
         objective = Trace_ELBO().differentiable_loss(model, guide, None)
         point = guide(None)
-        a_g = model.context_net(model.grid_image, model.grid_ptr)
+        a_g = model.context_net(model.grid_sets)
         return objective, eq8_sum(model, point["x"], point.get("a_w"), a_g)
 
     gaps = []
