@@ -44,6 +44,8 @@ def posterior_draws(model: BayesianCEN, guide, n_draws: int, seen_grids: torch.T
         if model.uses_context:
             if model.paper_loss:
                 a_g = model.context_net(model.grid_sets)
+            elif model.variant == "choice":  # deterministic given x and τ
+                a_g = latent["tau"] * model.context_net(model.grid_spread(x))
             else:
                 scale = latent["tau"] * model.context_net(model.grid_spread(x))
                 prior = torch.distributions.Exponential(1.0 / scale).sample()
