@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from cen_bayes.crowd import CrowdData, Pairs
 from models.cen import BayesianCEN
+from models.hit_pairs import HitPairs
 from models.energy import fit_threshold_scale, same_logit, weighted_distance
 
 
@@ -103,10 +104,11 @@ def attribute_probabilities(model: BayesianCEN, draws: list[Draw], data: CrowdDa
     hit_grid = torch.tensor(data.hits["grid"].to_numpy(), device=device)
     width = model.K + 1 if model.variant == "choice" else model.K
     total = torch.zeros(data.n_hits, width, dtype=torch.float64, device=device)
+    index = HitPairs(pairs.i, pairs.j, pairs.label, pairs.hit, data.n_hits, data.n_images)
     for draw in draws:
         if model.variant == "choice":
-            log_joint = model.hit_log_joint(draw.x, draw.a_w, draw.a_g, draw.beta, draw.eps, pairs.i, pairs.j,
-                                            pairs.label, pairs.hit, hit_worker, hit_grid)
+            log_joint = model.hit_log_joint(draw.x, draw.a_w, draw.a_g, draw.beta, draw.eps, index, None,
+                                            hit_worker, hit_grid)
             total += torch.softmax(log_joint, -1).double()
         else:
             a = model.pair_activation(draw.a_w, draw.a_g, hit_worker, hit_grid)

@@ -38,8 +38,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--variant", choices=VARIANTS, default="choice")
     parser.add_argument("--K", type=int, default=10, help="embedding / attribute dimensions")
     parser.add_argument("--map", action="store_true", help="MAP point estimate (mixture/worker/context: the paper's loss)")
-    parser.add_argument("--steps", type=int, default=1500)
-    parser.add_argument("--lr", type=float, default=0.05)
+    parser.add_argument("--steps", type=int, default=None, help="optimiser steps (default: 500 SVI, 200 MAP)")
+    parser.add_argument("--lr", type=float, default=None, help="Adam step size (default: 0.3 choice and MAP, 0.1 other SVI)")
     parser.add_argument("--batch-hits", type=int, default=None, help="HITs per minibatch (default: all)")
     parser.add_argument("--draws", type=int, default=100, help="posterior draws for predictions")
     parser.add_argument("--seed", type=int, default=0)
@@ -97,7 +97,7 @@ def run(args) -> dict:
     test_pairs = data.pairs.subset(test_mask)
     p_same = predict.predict_pairs(model, draws, data, test_pairs, scale)
     labels = test_pairs.label.numpy()
-    metrics = {"dataset": name, "variant": args.variant, "map": args.map, "K": args.K, "steps": args.steps,
+    metrics = {"dataset": name, "variant": args.variant, "map": args.map, "K": args.K, "steps": fit.steps, "lr": fit.lr,
                "seed": args.seed, "device": str(device), "fit_seconds": fit.seconds,
                "final_loss_per_pair": fit.losses[-1], "heldout": pair_scores(labels, p_same),
                "n_train_hits": int(split.train_hits.sum()), "n_test_hits": int(split.test_hits.sum())}

@@ -42,7 +42,9 @@ from torch import nn
 
 from cen_bayes.crowd import CrowdData
 from models.distributions import RadialLaplace
-from models.energy import GAMMA, XI_N, XI_P, contrastive_energy, same_logit, weighted_distance
+from models.hit_pairs import HitPairs, csr_rows
+from models.energy import GAMMA, XI_N, XI_P, contrastive_energy, same_logit, weighted_norm
+from models.sparse import SparseMatrix
 from models.paper_cen import context_encoder, padded_grid_sets
 
 VARIANTS = ("choice", "mixture", "worker", "context")
@@ -129,6 +131,8 @@ class BayesianCEN(PyroModule):
             "pair_i": pairs.i, "pair_j": pairs.j, "pair_worker": pairs.worker, "pair_grid": pairs.grid,
             "pair_hit": pair_hit, "label": pairs.label,
             "hit_ptr": torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)]),
+            "hit_worker": torch.as_tensor(data.hits["worker"].to_numpy()[train_hits], dtype=torch.long),
+            "hit_grid": torch.as_tensor(data.hits["grid"].to_numpy()[train_hits], dtype=torch.long),
             "grid_ptr": data.grid_ptr, "grid_image": data.grid_image,
             "member_grid": torch.repeat_interleave(torch.arange(data.n_grids), data.grid_ptr.diff()),
             "zero": torch.zeros(()), "one": torch.ones(()),
@@ -140,6 +144,13 @@ class BayesianCEN(PyroModule):
                                   + torch.bincount(pairs.j, minlength=data.n_images)).float()
         for name, value in buffers.items():
             self.register_buffer(name, value)
+        if variant == "choice":  # each distinct image pair scored once (models.hit_pairs)
+            self.hit_pairs = HitPairs(pairs.i, pairs.j, pairs.label, pair_hit, len(hit_codes), data.n_images)
+        else:  # x -> x_i − x_j per pair, and per-HIT activations -> per pair
+            rows, ones = torch.arange(len(pairs)), torch.ones(len(pairs))
+            self.pair_diff = SparseMatrix(torch.cat([rows, rows]), torch.cat([pairs.i, pairs.j]),
+                                          torch.cat([ones, -ones]), len(pairs), data.n_images)
+            self.pair_of_hit = SparseMatrix(rows, pair_hit, ones, len(pairs), len(hit_codes))
         if paper_loss:
             self.register_buffer("grid_sets", padded_grid_sets(data))
             self.context_net = context_encoder(data.n_images, K)
@@ -227,22 +238,21 @@ class BayesianCEN(PyroModule):
         a_w = self.worker_activations(tau) if self.uses_worker else None
         a_g = self.grid_activations(x, tau) if self.uses_context else None
         beta = None if self.paper_loss else self.temperature()
-        if hits is None:
-            hits = torch.arange(self.n_train_hits, device=self.label.device)
-        pair_index, hit_local = self.pairs_of(hits)
         if self.variant == "choice":
             eps = self.noise_share()
-            with pyro.plate("hits", self.n_train_hits, subsample=hits):
-                first = self.hit_ptr[hits]  # any pair of a HIT carries its worker and grid
-                log_joint = self.hit_log_joint(
-                    x, a_w, a_g, beta, eps, self.pair_i[pair_index], self.pair_j[pair_index],
-                    self.label[pair_index], hit_local, self.pair_worker[first], self.pair_grid[first])
+            with pyro.plate("hits", self.n_train_hits, subsample=hits) as h:
+                log_joint = self.hit_log_joint(x, a_w, a_g, beta, eps, self.hit_pairs, hits,
+                                               self.hit_worker[h], self.hit_grid[h])
                 pyro.factor("labels", torch.logsumexp(log_joint, -1))
             return
-        i, j = self.pair_i[pair_index], self.pair_j[pair_index]
-        a = self.pair_activation(a_w, a_g, self.pair_worker[pair_index], self.pair_grid[pair_index])
-        d = weighted_distance(a, x[i], x[j])
-        label = self.label[pair_index]
+        if hits is None:  # all training pairs: fixed sparse maps (models.sparse), cheap backward
+            pair_index, label, diff = None, self.label, self.pair_diff @ x
+            a = self.pair_of_hit @ self.pair_activation(a_w, a_g, self.hit_worker, self.hit_grid)
+        else:  # the pairs of a minibatch of HITs
+            pair_index = csr_rows(self.hit_ptr, hits)[0]
+            label, diff = self.label[pair_index], x[self.pair_i[pair_index]] - x[self.pair_j[pair_index]]
+            a = self.pair_activation(a_w, a_g, self.pair_worker[pair_index], self.pair_grid[pair_index])
+        d = weighted_norm(a, diff)
         with pyro.plate("pairs", self.n_train_pairs, subsample=pair_index):
             if self.paper_loss:
                 pyro.factor("labels", -contrastive_energy(label, d, self.gamma, self.xi_p, self.xi_n))
@@ -251,15 +261,6 @@ class BayesianCEN(PyroModule):
                 pyro.sample("labels", dist.Bernoulli(logits=logits), obs=label)
 
     # ----- pieces shared by training and prediction ---------------------------------------
-    def pairs_of(self, hits: torch.Tensor):
-        """Indices of the training pairs of these training HITs, and each pair's HIT position."""
-        start, stop = self.hit_ptr[hits], self.hit_ptr[hits + 1]
-        counts = stop - start
-        hit_local = torch.repeat_interleave(torch.arange(len(hits), device=hits.device), counts)
-        offset = torch.arange(int(counts.sum()), device=hits.device) - torch.repeat_interleave(
-            counts.cumsum(0) - counts, counts)
-        return start[hit_local] + offset, hit_local
-
     def pair_activation(self, a_w, a_g, worker, grid):
         if self.variant == "worker":
             return a_w[worker]
@@ -273,11 +274,11 @@ class BayesianCEN(PyroModule):
         attr = torch.log1p(-eps[worker]).unsqueeze(-1) + torch.log(mix) - torch.log(mix.sum(-1, keepdim=True))
         return torch.cat([attr, torch.log(eps[worker]).unsqueeze(-1)], -1)
 
-    def choice_pair_log_lik(self, x, beta, i, j, label):
-        """log P(l | z = k) of each pair under each single-dimension distance, (P, K)."""
-        d = (x[i] - x[j]).abs()
-        logits = same_logit(d, self.gamma, self.xi_p, self.xi_n, beta)
-        return -F.softplus(-(2 * label.unsqueeze(-1) - 1) * logits)
+    def code_log_lik(self, x, beta, index: HitPairs):
+        """log P(l | z = k) of the distinct image pairs under each single-dimension distance,
+        for l = 0 (row 2u) and l = 1 (row 2u + 1): the (2U, K) table of ``HitPairs``."""
+        logits = same_logit((index.diff @ x).abs(), self.gamma, self.xi_p, self.xi_n, beta)
+        return torch.stack([-F.softplus(logits), -F.softplus(-logits)], 1).reshape(-1, self.K)
 
     def noise_log_lik(self, n_same, n_diff):
         """log ∫ q^{n_same}(1 − q)^{n_diff} Beta(q; u, v) dq: one-group and random HITs."""
@@ -285,17 +286,17 @@ class BayesianCEN(PyroModule):
         return (torch.lgamma(n_same + u) + torch.lgamma(n_diff + v) - torch.lgamma(n_same + n_diff + u + v)
                 - torch.lgamma(u) - torch.lgamma(v) + torch.lgamma(u + v))
 
-    def hit_log_joint(self, x, a_w, a_g, beta, eps, i, j, label, hit_local, hit_worker, hit_grid):
+    def hit_log_joint(self, x, a_w, a_g, beta, eps, index: HitPairs, hits, hit_worker, hit_grid):
         """log P(z = k) + log P(labels of h | z = k), (n_hits, K + 1); logsumexp over k sums z out.
 
-        Pairs are grouped into their HITs with index_add, so summing out z
-        costs K passes over the pairs, not a loop over HITs.
+        ``index`` holds the HITs' pairs; ``hits`` picks some of its HITs (None:
+        all), and ``hit_worker`` / ``hit_grid`` belong to the picked HITs. Each
+        distinct image pair is scored once and summed into its HITs by a
+        sparse product (``HitPairs``), so summing z out costs K passes over
+        the distinct pairs, not a loop over HITs.
         """
-        n_hits = len(hit_worker)
-        pair_ll = self.choice_pair_log_lik(x, beta, i, j, label)
-        per_hit = x.new_zeros(n_hits, self.K).index_add_(0, hit_local, pair_ll)
-        n_same = x.new_zeros(n_hits).index_add_(0, hit_local, label)
-        n_all = torch.bincount(hit_local, minlength=n_hits).to(x.dtype)
+        per_hit = index.sum_per_hit(self.code_log_lik(x, beta, index), hits)
+        n_same, n_all = index.counts(hits)
         noise = self.noise_log_lik(n_same, n_all - n_same)
         if not self.noise_enabled:
             noise = torch.full_like(noise, -torch.inf)

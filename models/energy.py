@@ -19,14 +19,18 @@ XI_P, XI_N, GAMMA = 1.0, 6.0, 5.0
 
 
 def weighted_distance(a: torch.Tensor, x_i: torch.Tensor, x_j: torch.Tensor) -> torch.Tensor:
-    """d(x_i, x_j; a) = ||a ⊙ (x_i − x_j)||₂ over the last (attribute) dim, eq. 3-5.
+    """d(x_i, x_j; a) = ||a ⊙ (x_i − x_j)||₂ over the last (attribute) dim, eq. 3-5."""
+    return weighted_norm(a, x_i - x_j)
 
-    At d = 0 (e.g. a dead ReLU activation) the gradient is set to 0, a valid
-    subgradient; the plain norm would give NaN and poison the whole step.
+
+def weighted_norm(a: torch.Tensor, diff: torch.Tensor) -> torch.Tensor:
+    """||a ⊙ diff||₂ over the last dim, for callers that already hold x_i − x_j.
+
+    At 0 (e.g. a dead ReLU activation) ``vector_norm``'s gradient is 0, a
+    valid subgradient (a hand-written sqrt of a sum would give NaN there and
+    poison the whole step), and its fused kernel is faster.
     """
-    square = ((a * (x_i - x_j)) ** 2).sum(-1)
-    positive = square > 0
-    return torch.where(positive, torch.where(positive, square, 1.0).sqrt(), 0.0)
+    return torch.linalg.vector_norm(a * diff, dim=-1)
 
 
 def contrastive_energy(label, d, gamma=GAMMA, xi_p=XI_P, xi_n=XI_N) -> torch.Tensor:

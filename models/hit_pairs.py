@@ -1,0 +1,63 @@
+"""Pairs grouped by HIT, with each distinct image pair's likelihood computed once.
+
+The choice variant needs, for every HIT h and dimension k, the sum over h's
+pairs of log P(l_ij | |x_ik − x_jk|). That term depends only on the image pair
+and its label, and a pair of images is labelled in several HITs (on simulated
+retina 146k training pairs are 43k distinct image pairs), so:
+
+1. take the differences x_i − x_j of the distinct image pairs u (a fixed ±1
+   sparse matrix times x);
+2. score each for both labels: a (2U, K) table, row 2u + l;
+3. sum the rows each HIT needs with one sparse (HITs × 2U) matrix product.
+
+Fixed sparse products with a kept transpose (``models.sparse``) replace
+gathers and ``index_add``: the same code runs on CUDA.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from models.sparse import SparseMatrix
+
+
+def csr_rows(ptr: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Entries of the selected CSR rows, in order, and the offsets of the sub-matrix they form."""
+    start, counts = ptr[rows], ptr[rows + 1] - ptr[rows]
+    sub_ptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+    offset = torch.arange(int(sub_ptr[-1]), device=ptr.device) - torch.repeat_interleave(sub_ptr[:-1], counts)
+    return torch.repeat_interleave(start, counts) + offset, sub_ptr
+
+
+class HitPairs(nn.Module):
+    """The pairs (i, j, label) of HITs 0..n_hits-1 (``hit`` per pair), indexed by distinct image pair."""
+
+    def __init__(self, i, j, label, hit, n_hits: int, n_images: int):
+        super().__init__()
+        lo, hi = torch.minimum(i, j), torch.maximum(i, j)
+        key, uniq = torch.unique(lo * n_images + hi, return_inverse=True)
+        n_uniq, rows = len(key), torch.arange(len(key), device=i.device)
+        ones = torch.ones(n_uniq, device=i.device)
+        self.diff = SparseMatrix(torch.cat([rows, rows]), torch.cat([key // n_images, key % n_images]),
+                                 torch.cat([ones, -ones]), n_uniq, n_images)  # x -> x_i − x_j per distinct pair
+        code = 2 * uniq + label.long()  # row of the (2U, K) score table
+        self.sum = SparseMatrix(hit, code, torch.ones(len(code), device=i.device), n_hits, 2 * n_uniq)
+        n_pairs = torch.bincount(hit, minlength=n_hits)
+        self.register_buffer("n_pairs", n_pairs.float())
+        self.register_buffer("n_same", torch.zeros(n_hits, device=i.device).index_add_(0, hit, label.float()))
+
+    def sum_per_hit(self, table: torch.Tensor, hits: torch.Tensor | None = None) -> torch.Tensor:
+        """(len(hits), K) sums of ``table`` rows (the (2U, K) score table) over each HIT's pairs."""
+        if hits is None:
+            return self.sum @ table
+        entries, ptr = csr_rows(self.sum.ptr, hits)  # a minibatch of HITs: its rows, plain autograd
+        matrix = torch.sparse_csr_tensor(ptr, self.sum.col[entries], self.sum.val[entries].to(table.dtype),
+                                         size=(len(hits), table.shape[0]), check_invariants=False)
+        return matrix @ table
+
+    def counts(self, hits: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(pairs labelled same, all pairs) per HIT."""
+        if hits is None:
+            return self.n_same, self.n_pairs
+        return self.n_same[hits], self.n_pairs[hits]
