@@ -274,11 +274,10 @@ class BayesianCEN(PyroModule):
         attr = torch.log1p(-eps[worker]).unsqueeze(-1) + torch.log(mix) - torch.log(mix.sum(-1, keepdim=True))
         return torch.cat([attr, torch.log(eps[worker]).unsqueeze(-1)], -1)
 
-    def code_log_lik(self, x, beta, index: HitPairs):
-        """log P(l | z = k) of the distinct image pairs under each single-dimension distance,
-        for l = 0 (row 2u) and l = 1 (row 2u + 1): the (2U, K) table of ``HitPairs``."""
-        logits = same_logit((index.diff @ x).abs(), self.gamma, self.xi_p, self.xi_n, beta)
-        return torch.stack([-F.softplus(logits), -F.softplus(-logits)], 1).reshape(-1, self.K)
+    def pair_logits(self, x, beta, index: HitPairs):
+        """Logit of P(l = 1 | z = k) of each distinct image pair under each single-dimension
+        distance |x_ik − x_jk|, (U, K)."""
+        return same_logit((index.diff @ x).abs(), self.gamma, self.xi_p, self.xi_n, beta)
 
     def noise_log_lik(self, n_same, n_diff):
         """log ∫ q^{n_same}(1 − q)^{n_diff} Beta(q; u, v) dq: one-group and random HITs."""
@@ -295,7 +294,7 @@ class BayesianCEN(PyroModule):
         sparse product (``HitPairs``), so summing z out costs K passes over
         the distinct pairs, not a loop over HITs.
         """
-        per_hit = index.sum_per_hit(self.code_log_lik(x, beta, index), hits)
+        per_hit = index.log_lik_per_hit(self.pair_logits(x, beta, index), hits)
         n_same, n_all = index.counts(hits)
         noise = self.noise_log_lik(n_same, n_all - n_same)
         if not self.noise_enabled:

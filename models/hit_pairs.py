@@ -6,17 +6,19 @@ and its label, and a pair of images is labelled in several HITs (on simulated
 retina 146k training pairs are 43k distinct image pairs), so:
 
 1. take the differences x_i − x_j of the distinct image pairs u (a fixed ±1
-   sparse matrix times x);
-2. score each for both labels: a (2U, K) table, row 2u + l;
-3. sum the rows each HIT needs with one sparse (HITs × 2U) matrix product.
+   sparse matrix times x) and their logits z_uk = logit P(l = 1 | dim k);
+2. with log σ(z) = z − softplus(z) and log σ(−z) = −softplus(z), a HIT's sum
+   is  Σ_{u labelled same} z_u − Σ_{all u} softplus(z_u):  two sparse
+   (HITs × U) count matrices times dense (U, K) tables.
 
 Fixed sparse products with a kept transpose (``models.sparse``) replace
-gathers and ``index_add``: the same code runs on CUDA.
+gathers, ``index_add`` and a per-label table: the same code runs on CUDA.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from models.sparse import SparseMatrix
@@ -30,6 +32,13 @@ def csr_rows(ptr: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch
     return torch.repeat_interleave(start, counts) + offset, sub_ptr
 
 
+def _rows(matrix: SparseMatrix, rows: torch.Tensor) -> torch.Tensor:
+    """The selected rows of a ``SparseMatrix`` as a plain CSR tensor (a minibatch of HITs)."""
+    entries, ptr = csr_rows(matrix.ptr, rows)
+    return torch.sparse_csr_tensor(ptr, matrix.col[entries], matrix.val[entries], size=(len(rows), matrix.n_cols),
+                                   check_invariants=False)
+
+
 class HitPairs(nn.Module):
     """The pairs (i, j, label) of HITs 0..n_hits-1 (``hit`` per pair), indexed by distinct image pair."""
 
@@ -41,20 +50,19 @@ class HitPairs(nn.Module):
         ones = torch.ones(n_uniq, device=i.device)
         self.diff = SparseMatrix(torch.cat([rows, rows]), torch.cat([key // n_images, key % n_images]),
                                  torch.cat([ones, -ones]), n_uniq, n_images)  # x -> x_i − x_j per distinct pair
-        code = 2 * uniq + label.long()  # row of the (2U, K) score table
-        self.sum = SparseMatrix(hit, code, torch.ones(len(code), device=i.device), n_hits, 2 * n_uniq)
+        ones = torch.ones(len(uniq), device=i.device)
+        self.all = SparseMatrix(hit, uniq, ones, n_hits, n_uniq)  # pairs of h per distinct pair
+        same = label > 0
+        self.same = SparseMatrix(hit[same], uniq[same], ones[same], n_hits, n_uniq)  # the "same" ones
         n_pairs = torch.bincount(hit, minlength=n_hits)
         self.register_buffer("n_pairs", n_pairs.float())
         self.register_buffer("n_same", torch.zeros(n_hits, device=i.device).index_add_(0, hit, label.float()))
 
-    def sum_per_hit(self, table: torch.Tensor, hits: torch.Tensor | None = None) -> torch.Tensor:
-        """(len(hits), K) sums of ``table`` rows (the (2U, K) score table) over each HIT's pairs."""
+    def log_lik_per_hit(self, logits: torch.Tensor, hits: torch.Tensor | None = None) -> torch.Tensor:
+        """(len(hits), K): Σ over each HIT's pairs of log P(l | logit), from (U, K) logits."""
         if hits is None:
-            return self.sum @ table
-        entries, ptr = csr_rows(self.sum.ptr, hits)  # a minibatch of HITs: its rows, plain autograd
-        matrix = torch.sparse_csr_tensor(ptr, self.sum.col[entries], self.sum.val[entries].to(table.dtype),
-                                         size=(len(hits), table.shape[0]), check_invariants=False)
-        return matrix @ table
+            return self.same @ logits - self.all @ F.softplus(logits)
+        return _rows(self.same, hits) @ logits - _rows(self.all, hits) @ F.softplus(logits)
 
     def counts(self, hits: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(pairs labelled same, all pairs) per HIT."""

@@ -1,0 +1,50 @@
+"""The sparse HIT sums of the choice likelihood equal the plain per-pair sums."""
+
+import torch
+import torch.nn.functional as F
+
+from models.hit_pairs import HitPairs
+from models.sparse import SparseMatrix
+
+
+def brute_force(x, logit_of, i, j, label, hit, n_hits):
+    z = logit_of((x[i] - x[j]).abs())
+    ll = torch.where(label.bool().unsqueeze(-1), F.logsigmoid(z), F.logsigmoid(-z))
+    return torch.zeros(n_hits, x.shape[1], dtype=x.dtype).index_add_(0, hit, ll)
+
+
+def test_hit_sums_match_per_pair_sums_and_gradients():
+    torch.manual_seed(0)
+    n_images, n_hits, K = 12, 7, 3
+    hit = torch.sort(torch.randint(0, n_hits, (60,))).values
+    i, j = torch.randint(0, n_images, (60,)), torch.randint(0, n_images, (60,))
+    j = torch.where(i == j, (j + 1) % n_images, j)  # an image is never paired with itself
+    label = torch.randint(0, 2, (60,)).float()
+    index = HitPairs(i, j, label, hit, n_hits, n_images).double()
+    assert len(index.diff.t_ptr) - 1 == n_images and index.diff.n_rows < 60  # repeated pairs are scored once
+    x = torch.randn(n_images, K, dtype=torch.float64, requires_grad=True)
+    logit_of = lambda d: 2.0 - d ** 2  # noqa: E731
+    expected = brute_force(x, logit_of, i, j, label, hit, n_hits)
+    got = index.log_lik_per_hit(logit_of((index.diff @ x).abs()))
+    torch.testing.assert_close(got, expected)
+    weights = torch.randn(n_hits, K, dtype=torch.float64)
+    g_exp, = torch.autograd.grad((expected * weights).sum(), x)
+    g_got, = torch.autograd.grad((index.log_lik_per_hit(logit_of((index.diff @ x).abs())) * weights).sum(), x)
+    torch.testing.assert_close(g_got, g_exp)
+    some = torch.tensor([5, 1, 3])  # a minibatch of HITs, in any order
+    torch.testing.assert_close(index.log_lik_per_hit(logit_of((index.diff @ x).abs()), some), expected[some])
+    n_same, n_all = index.counts(some)
+    torch.testing.assert_close(n_all, torch.bincount(hit, minlength=n_hits)[some].double())
+    torch.testing.assert_close(n_same, torch.zeros(n_hits).index_add_(0, hit, label)[some].double())
+
+
+def test_sparse_matrix_product_and_its_transpose():
+    torch.manual_seed(1)
+    row, col, val = torch.randint(0, 5, (30,)), torch.randint(0, 4, (30,)), torch.randn(30, dtype=torch.float64)
+    dense = torch.zeros(5, 4, dtype=torch.float64).index_put_((row, col), val, accumulate=True)
+    matrix = SparseMatrix(row, col, val, 5, 4)
+    x = torch.randn(4, 2, dtype=torch.float64, requires_grad=True)
+    grad_out = torch.randn(5, 2, dtype=torch.float64)
+    torch.testing.assert_close(matrix @ x, dense @ x)
+    g, = torch.autograd.grad(((matrix @ x) * grad_out).sum(), x)
+    torch.testing.assert_close(g, dense.T @ grad_out)
