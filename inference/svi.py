@@ -23,11 +23,10 @@ import torch
 from cen_bayes.annotations import AnnotationError
 from cen_bayes.crowd import CrowdData
 from cen_bayes.datasets import DATASETS, load_dataset
-from cen_bayes.metrics import attribute_retrieval, pair_scores
 from cen_bayes.splits import split_by_grid
 from inference import predict
-from inference.fit import fit_svi
-from models.cen import VARIANTS, BayesianCEN
+from inference.evaluate import fit_and_evaluate
+from models.cen import VARIANTS
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -60,16 +59,6 @@ def load(args):
     return CrowdData.from_source(sim.table, name=f"simulated {name}"), sim, name
 
 
-def true_attributes(sim, data: CrowdData) -> np.ndarray | None:
-    """The listed attribute each HIT used (None for noisy HITs), in data.hits order."""
-    if sim is None:
-        return None
-    truth = sim.hits.assign(worker_id=sim.hits.worker_id.astype(str), grid_id=sim.hits.grid_id.astype(str))
-    merged = data.hits[["worker_id", "grid_id"]].astype(str).merge(truth, on=["worker_id", "grid_id"], how="left")
-    used = merged["attribute"].where((merged["noise"] == "none") & merged["attribute"].isin(sim.attributes))
-    return used.to_numpy(dtype=object)
-
-
 def run(args) -> dict:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("error: --device cuda asked for, but torch sees no CUDA device")
@@ -78,39 +67,17 @@ def run(args) -> dict:
     out = Path(args.out or f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}")
     out.mkdir(parents=True, exist_ok=True)
     split = split_by_grid(data, args.holdout_frac, seed=args.seed)
-    model = BayesianCEN(data, split.train_hits, K=args.K, variant=args.variant,
-                        paper_loss=args.map and args.variant != "choice")
+    n_train = int(split.pair_masks(data)[0].sum())
     print(f"{name}: {data.n_images} images, {data.n_workers} workers, {data.n_grids} grids, {data.n_hits} HITs, "
-          f"{len(data.pairs):,} pairs ({model.n_train_pairs:,} for training)")
-    fit = fit_svi(model, map_mode=args.map, steps=args.steps, lr=args.lr, batch_hits=args.batch_hits,
-                  seed=args.seed, device=args.device, progress=not args.no_progress,
-                  checkpoint=out / "checkpoint.pt", resume=args.resume)
-    if fit.interrupted:
+          f"{len(data.pairs):,} pairs ({n_train:,} for training)")
+    result = fit_and_evaluate(data, split, sim, variant=args.variant, K=args.K, map_mode=args.map,
+                              steps=args.steps, lr=args.lr, batch_hits=args.batch_hits, draws=args.draws,
+                              seed=args.seed, device=args.device, progress=not args.no_progress,
+                              checkpoint=out / "checkpoint.pt", resume=args.resume)
+    if result is None:  # stopped with Ctrl-C; the checkpoint is kept
         sys.exit(130)
-
-    device = model.label.device
-    seen = torch.zeros(data.n_grids, dtype=torch.bool, device=device)
-    seen[torch.tensor(data.hits["grid"].to_numpy()[split.train_hits], device=device)] = True
-    draws = predict.posterior_draws(model, fit.guide, 1 if args.map else args.draws, seen, seed=args.seed)
-    scale = predict.threshold_scale(model, draws[0]) if model.paper_loss else None
-    _, test_mask = split.pair_masks(data)
-    test_pairs = data.pairs.subset(test_mask)
-    p_same = predict.predict_pairs(model, draws, data, test_pairs, scale)
-    labels = test_pairs.label.numpy()
-    metrics = {"dataset": name, "variant": args.variant, "map": args.map, "K": args.K, "steps": fit.steps, "lr": fit.lr,
-               "seed": args.seed, "device": str(device), "fit_seconds": fit.seconds,
-               "final_loss_per_pair": fit.losses[-1], "heldout": pair_scores(labels, p_same),
-               "n_train_hits": int(split.train_hits.sum()), "n_test_hits": int(split.test_hits.sum())}
-
-    p_attr = predict.attribute_probabilities(model, draws, data)
-    truth = true_attributes(sim, data)
-    if truth is not None:
-        result = attribute_retrieval(truth, p_attr[:, : args.K].argmax(1), attributes=sim.attributes)
-        metrics["attribute_retrieval"] = {
-            "per_attribute_accuracy": result.per_attribute_accuracy.to_dict(),
-            "mean_accuracy": result.mean_accuracy, "row_entropy": result.row_entropy.to_dict(),
-            "assignment": {k: int(v) for k, v in result.assignment.items()}}
-    write_outputs(out, data, split, test_pairs, p_same, p_attr, draws, metrics)
+    metrics = {"dataset": name, **result.metrics}
+    write_outputs(out, data, split, result.test_pairs, result.p_same, result.p_attr, result.draws, metrics)
     print_summary(metrics, out)
     return metrics
 

@@ -1,0 +1,79 @@
+"""Fit a Bayesian CEN on a split and score it: the part shared by the CLI and the benchmarks.
+
+Held-out pairs are every pair of the held-out HITs (whole grids, §4.5);
+attribute retrieval compares each HIT's most probable dimension with the
+attribute the simulator says it used (§4.3), when that truth exists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from cen_bayes.crowd import CrowdData, Pairs
+from cen_bayes.metrics import attribute_retrieval, pair_scores
+from cen_bayes.splits import Split
+from inference import predict
+from inference.fit import FitResult, fit_svi
+from models.cen import BayesianCEN
+
+
+@dataclass
+class Evaluation:
+    metrics: dict  # variant, fit settings, fit_seconds, heldout scores, attribute_retrieval when known
+    fit: FitResult
+    model: BayesianCEN
+    draws: list
+    test_pairs: Pairs
+    p_same: np.ndarray  # posterior predictive P(same) per test pair
+    p_attr: np.ndarray  # per HIT (data.hits order), P(attribute k used) (+ P(noise) for choice)
+
+
+def true_attributes(sim, data: CrowdData) -> np.ndarray | None:
+    """The listed attribute each HIT used (None for noisy HITs), in data.hits order."""
+    if sim is None:
+        return None
+    truth = sim.hits.assign(worker_id=sim.hits.worker_id.astype(str), grid_id=sim.hits.grid_id.astype(str))
+    merged = data.hits[["worker_id", "grid_id"]].astype(str).merge(truth, on=["worker_id", "grid_id"], how="left")
+    used = merged["attribute"].where((merged["noise"] == "none") & merged["attribute"].isin(sim.attributes))
+    return used.to_numpy(dtype=object)
+
+
+def retrieval_metrics(sim, data: CrowdData, predicted_dim: np.ndarray) -> dict | None:
+    """Attribute retrieval (paper Fig. 4) of a per-HIT predicted dimension, or None without truth."""
+    truth = true_attributes(sim, data)
+    if truth is None:
+        return None
+    result = attribute_retrieval(truth, predicted_dim, attributes=sim.attributes)
+    return {"per_attribute_accuracy": result.per_attribute_accuracy.to_dict(),
+            "mean_accuracy": result.mean_accuracy, "row_entropy": result.row_entropy.to_dict(),
+            "assignment": {k: int(v) for k, v in result.assignment.items()}}
+
+
+def fit_and_evaluate(data: CrowdData, split: Split, sim=None, *, variant: str = "choice", K: int = 10,
+                     map_mode: bool = False, steps: int | None = None, lr: float | None = None,
+                     batch_hits: int | None = None, draws: int = 100, seed: int = 0, device: str = "cpu",
+                     progress: bool = True, checkpoint=None, resume: bool = False) -> Evaluation | None:
+    """Fit on ``split.train_hits``, predict its test HITs; None when the fit was interrupted."""
+    model = BayesianCEN(data, split.train_hits, K=K, variant=variant, paper_loss=map_mode and variant != "choice")
+    fit = fit_svi(model, map_mode=map_mode, steps=steps, lr=lr, batch_hits=batch_hits, seed=seed, device=device,
+                  progress=progress, checkpoint=checkpoint, resume=resume)
+    if fit.interrupted:
+        return None
+    seen = torch.zeros(data.n_grids, dtype=torch.bool, device=model.label.device)
+    seen[torch.as_tensor(data.hits["grid"].to_numpy()[split.train_hits], device=seen.device)] = True
+    samples = predict.posterior_draws(model, fit.guide, 1 if map_mode else draws, seen, seed=seed)
+    scale = predict.threshold_scale(model, samples[0]) if model.paper_loss else None
+    test_pairs = data.pairs.subset(split.pair_masks(data)[1])
+    p_same = predict.predict_pairs(model, samples, data, test_pairs, scale)
+    metrics = {"variant": variant, "map": map_mode, "K": K, "steps": fit.steps, "lr": fit.lr, "seed": seed,
+               "device": str(model.label.device), "fit_seconds": fit.seconds,
+               "final_loss_per_pair": fit.losses[-1], "heldout": pair_scores(test_pairs.label.numpy(), p_same),
+               "n_train_hits": int(split.train_hits.sum()), "n_test_hits": int(split.test_hits.sum())}
+    p_attr = predict.attribute_probabilities(model, samples, data)
+    retrieval = retrieval_metrics(sim, data, p_attr[:, :K].argmax(1))
+    if retrieval is not None:
+        metrics["attribute_retrieval"] = retrieval
+    return Evaluation(metrics, fit, model, samples, test_pairs, p_same, p_attr)
