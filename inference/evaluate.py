@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pyro
 import torch
 
 from cen_bayes.crowd import CrowdData, Pairs
@@ -57,6 +58,7 @@ def fit_and_evaluate(data: CrowdData, split: Split, sim=None, *, variant: str = 
                      batch_hits: int | None = None, draws: int = 100, seed: int = 0, device: str = "cpu",
                      progress: bool = True, checkpoint=None, resume: bool = False) -> Evaluation | None:
     """Fit on ``split.train_hits``, predict its test HITs; None when the fit was interrupted."""
+    pyro.set_rng_seed(seed)  # the context network's initial weights come from torch's global generator
     model = BayesianCEN(data, split.train_hits, K=K, variant=variant, paper_loss=map_mode and variant != "choice")
     fit = fit_svi(model, map_mode=map_mode, steps=steps, lr=lr, batch_hits=batch_hits, seed=seed, device=device,
                   progress=progress, checkpoint=checkpoint, resume=resume)
@@ -72,6 +74,8 @@ def fit_and_evaluate(data: CrowdData, split: Split, sim=None, *, variant: str = 
                "device": str(model.label.device), "fit_seconds": fit.seconds,
                "final_loss_per_pair": fit.losses[-1], "heldout": pair_scores(test_pairs.label.numpy(), p_same),
                "n_train_hits": int(split.train_hits.sum()), "n_test_hits": int(split.test_hits.sum())}
+    if model.paper_loss:
+        metrics["train_paper_loss"] = predict.paper_loss(model, samples[0])
     p_attr = predict.attribute_probabilities(model, samples, data)
     retrieval = retrieval_metrics(sim, data, p_attr[:, :K].argmax(1))
     if retrieval is not None:

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from cen_bayes.crowd import CrowdData, Pairs
 from models.cen import BayesianCEN
 from models.hit_pairs import HitPairs
-from models.energy import fit_threshold_scale, same_logit, weighted_distance
+from models.energy import fit_threshold_scale, paper_pair_loss, same_logit, weighted_distance
 
 
 @dataclass
@@ -114,6 +114,14 @@ def attribute_probabilities(model: BayesianCEN, draws: list[Draw], data: CrowdDa
             a = model.pair_activation(draw.a_w, draw.a_g, hit_worker, hit_grid)
             total += F.one_hot(a.argmax(-1), model.K).double()
     return (total / len(draws)).cpu().numpy()
+
+
+@torch.no_grad()
+def paper_loss(model: BayesianCEN, draw: Draw) -> float:
+    """Eq. 8 averaged over the training pairs at a MAP point: the number the paper's recipe minimises."""
+    a = model.pair_activation(draw.a_w, draw.a_g, model.pair_worker, model.pair_grid)
+    return paper_pair_loss(model.label, a, draw.x[model.pair_i], draw.x[model.pair_j], model.gamma, model.xi_p,
+                           model.xi_n, model.prior.lambda1, model.prior.lambda2).mean().item()
 
 
 @torch.no_grad()

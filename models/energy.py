@@ -38,6 +38,13 @@ def contrastive_energy(label, d, gamma=GAMMA, xi_p=XI_P, xi_n=XI_N) -> torch.Ten
     return gamma * label * F.relu(d - xi_p) + (1.0 - label) * F.relu(xi_n - d)
 
 
+def paper_pair_loss(label, a, x_i, x_j, gamma=GAMMA, xi_p=XI_P, xi_n=XI_N, lambda1=5e-6, lambda2=1e-3):
+    """Eq. 8 per pair: the energy plus λ1||a||₁ + λ2||x_i||₂ + λ2||x_j||₂ (supplement A's λ's)."""
+    energy = contrastive_energy(label, weighted_distance(a, x_i, x_j), gamma, xi_p, xi_n)
+    return energy + lambda1 * a.abs().sum(-1) + lambda2 * (torch.linalg.vector_norm(x_i, dim=-1)
+                                                           + torch.linalg.vector_norm(x_j, dim=-1))
+
+
 def same_logit(d, gamma=GAMMA, xi_p=XI_P, xi_n=XI_N, beta=1.0) -> torch.Tensor:
     """Logit of P(l = 1 | d) when exp(−β·E(l, d)) is normalised over l ∈ {0, 1}.
 

@@ -37,7 +37,7 @@ from torch import nn
 
 from cen_bayes.crowd import CrowdData, Pairs
 from cen_bayes.splits import Split
-from models.energy import GAMMA, XI_N, XI_P, contrastive_energy, fit_threshold_scale, weighted_distance
+from models.energy import GAMMA, XI_N, XI_P, fit_threshold_scale, paper_pair_loss, weighted_distance
 from models.point_training import train_minibatch
 
 VARIANTS = ("worker", "context", "mixture")
@@ -218,11 +218,8 @@ class PaperCEN:
     def _batch_loss(self, sets: torch.Tensor | None, batch: Pairs) -> torch.Tensor:
         """Eq. 8 averaged over a batch; ``sets`` are the padded grid sets on the device."""
         a, x_i, x_j = self.network_(batch.worker, None if sets is None else sets[batch.grid], batch.i, batch.j)
-        d = weighted_distance(a, x_i, x_j)
-        energy = contrastive_energy(batch.label, d, self.gamma, self.xi_p, self.xi_n)
-        penalty = (self.lambda1 * a.abs().sum(-1)
-                   + self.lambda2 * (torch.linalg.vector_norm(x_i, dim=-1) + torch.linalg.vector_norm(x_j, dim=-1)))
-        return (energy + penalty).mean()
+        return paper_pair_loss(batch.label, a, x_i, x_j, self.gamma, self.xi_p, self.xi_n,
+                               self.lambda1, self.lambda2).mean()
 
     def loss(self, data: CrowdData, pairs: Pairs) -> torch.Tensor:
         """The training objective (eq. 8, mean over ``pairs``) at the current parameters."""
