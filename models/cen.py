@@ -18,7 +18,8 @@ What this module adds to the paper:
 * a normalised likelihood from the paper's energy (``models.energy.same_logit``)
   with a learned temperature β, so held-out probabilities can be calibrated;
 * the ``choice`` variant: each HIT uses one attribute z (or is noise), with
-  z ~ Categorical(a^w + a^g); z is summed out exactly, per HIT.
+  z ~ Categorical(a^w + a^g) and a^g the context network's output; z is
+  summed out exactly, per HIT.
 
 Variants (``variant=``): ``mixture`` a = a^w + a^g (eq. 5), ``worker`` a = a^w
 (eq. 3), ``context`` a = a^g (eq. 4), and ``choice``.
@@ -44,7 +45,7 @@ from cen_bayes.crowd import CrowdData
 from models.distributions import RadialLaplace
 from models.hit_pairs import HitPairs, csr_rows
 from models.energy import GAMMA, XI_N, XI_P, contrastive_energy, same_logit, weighted_norm
-from models.sparse import SparseMatrix
+from models.hit_images import HitImages
 from models.paper_cen import context_encoder, padded_grid_sets
 
 VARIANTS = ("choice", "mixture", "worker", "context")
@@ -146,11 +147,8 @@ class BayesianCEN(PyroModule):
             self.register_buffer(name, value)
         if variant == "choice":  # each distinct image pair scored once (models.hit_pairs)
             self.hit_pairs = HitPairs(pairs.i, pairs.j, pairs.label, pair_hit, len(hit_codes), data.n_images)
-        else:  # x -> x_i − x_j per pair, and per-HIT activations -> per pair
-            rows, ones = torch.arange(len(pairs)), torch.ones(len(pairs))
-            self.pair_diff = SparseMatrix(torch.cat([rows, rows]), torch.cat([pairs.i, pairs.j]),
-                                          torch.cat([ones, -ones]), len(pairs), data.n_images)
-            self.pair_of_hit = SparseMatrix(rows, pair_hit, ones, len(pairs), len(hit_codes))
+        else:  # every pair's distance from one batched cdist per step (models.hit_images)
+            self.hit_images = HitImages(pairs.i, pairs.j, pair_hit, len(hit_codes), data.n_images)
         if paper_loss:
             self.register_buffer("grid_sets", padded_grid_sets(data))
             self.context_net = context_encoder(data.n_images, K)
@@ -245,14 +243,14 @@ class BayesianCEN(PyroModule):
                                                self.hit_worker[h], self.hit_grid[h])
                 pyro.factor("labels", torch.logsumexp(log_joint, -1))
             return
-        if hits is None:  # all training pairs: fixed sparse maps (models.sparse), cheap backward
-            pair_index, label, diff = None, self.label, self.pair_diff @ x
-            a = self.pair_of_hit @ self.pair_activation(a_w, a_g, self.hit_worker, self.hit_grid)
+        if hits is None:  # all training pairs
+            pair_index, label = None, self.label
+            d = self.hit_images.distances(x, self.pair_activation(a_w, a_g, self.hit_worker, self.hit_grid))
         else:  # the pairs of a minibatch of HITs
             pair_index = csr_rows(self.hit_ptr, hits)[0]
             label, diff = self.label[pair_index], x[self.pair_i[pair_index]] - x[self.pair_j[pair_index]]
-            a = self.pair_activation(a_w, a_g, self.pair_worker[pair_index], self.pair_grid[pair_index])
-        d = weighted_norm(a, diff)
+            d = weighted_norm(self.pair_activation(a_w, a_g, self.pair_worker[pair_index],
+                                                   self.pair_grid[pair_index]), diff)
         with pyro.plate("pairs", self.n_train_pairs, subsample=pair_index):
             if self.paper_loss:
                 pyro.factor("labels", -contrastive_energy(label, d, self.gamma, self.xi_p, self.xi_n))

@@ -48,3 +48,28 @@ def test_sparse_matrix_product_and_its_transpose():
     torch.testing.assert_close(matrix @ x, dense @ x)
     g, = torch.autograd.grad(((matrix @ x) * grad_out).sum(), x)
     torch.testing.assert_close(g, dense.T @ grad_out)
+
+
+def test_hit_images_distances_match_per_pair_distances():
+    from models.energy import weighted_norm
+    from models.hit_images import HitImages
+
+    torch.manual_seed(2)
+    n_images, K = 9, 3
+    grids = [torch.randperm(n_images)[:size] for size in (4, 5, 3)]  # HITs of different sizes
+    i, j, hit = [], [], []
+    for h, images in enumerate(grids):
+        a, b = torch.triu_indices(len(images), len(images), 1)
+        i.append(images[a]), j.append(images[b]), hit.append(torch.full((len(a),), h))
+    i, j, hit = torch.cat(i), torch.cat(j), torch.cat(hit)
+    index = HitImages(i, j, hit, len(grids), n_images).double()
+    x = torch.randn(n_images, K, dtype=torch.float64, requires_grad=True)
+    a_hit = torch.rand(len(grids), K, dtype=torch.float64)
+    a_hit[1] = 0.0  # a dead activation: distance 0, gradient 0 (not NaN)
+    a_hit.requires_grad_(True)
+    expected = weighted_norm(a_hit[hit], x[i] - x[j])
+    got = index.distances(x, a_hit)
+    torch.testing.assert_close(got, expected)
+    for g_got, g_exp in zip(torch.autograd.grad(got.sum(), [x, a_hit]), torch.autograd.grad(expected.sum(), [x, a_hit])):
+        assert torch.isfinite(g_got).all()
+        torch.testing.assert_close(g_got, g_exp)
