@@ -30,6 +30,8 @@ class Evaluation:
     test_pairs: Pairs
     p_same: np.ndarray  # posterior predictive P(same) per test pair
     p_attr: np.ndarray  # per HIT (data.hits order), P(attribute k used) (+ P(noise) for choice)
+    p_same_draws: np.ndarray  # (draws, test pairs): the same per posterior draw
+    p_attr_draws: np.ndarray  # (draws, HITs, K [+ 1])
 
 
 def true_attributes(sim, data: CrowdData) -> np.ndarray | None:
@@ -69,15 +71,17 @@ def fit_and_evaluate(data: CrowdData, split: Split, sim=None, *, variant: str = 
     samples = predict.posterior_draws(model, fit.guide, 1 if map_mode else draws, seen, seed=seed)
     scale = predict.threshold_scale(model, samples[0]) if model.paper_loss else None
     test_pairs = data.pairs.subset(split.pair_masks(data)[1])
-    p_same = predict.predict_pairs(model, samples, data, test_pairs, scale)
+    p_same_draws = predict.pair_probability_draws(model, samples, data, test_pairs, scale)
+    p_same = p_same_draws.mean(0)
     metrics = {"variant": variant, "map": map_mode, "K": K, "steps": fit.steps, "lr": fit.lr, "seed": seed,
                "device": str(model.label.device), "fit_seconds": fit.seconds,
                "final_loss_per_pair": fit.losses[-1], "heldout": pair_scores(test_pairs.label.numpy(), p_same),
                "n_train_hits": int(split.train_hits.sum()), "n_test_hits": int(split.test_hits.sum())}
     if model.paper_loss:
         metrics["train_paper_loss"] = predict.paper_loss(model, samples[0])
-    p_attr = predict.attribute_probabilities(model, samples, data)
+    p_attr_draws = predict.attribute_probability_draws(model, samples, data)
+    p_attr = p_attr_draws.mean(0, dtype=np.float64)
     retrieval = retrieval_metrics(sim, data, p_attr[:, :K].argmax(1))
     if retrieval is not None:
         metrics["attribute_retrieval"] = retrieval
-    return Evaluation(metrics, fit, model, samples, test_pairs, p_same, p_attr)
+    return Evaluation(metrics, fit, model, samples, test_pairs, p_same, p_attr, p_same_draws, p_attr_draws)

@@ -31,6 +31,7 @@ class Draw:
     a_g: torch.Tensor | None
     beta: torch.Tensor | None
     eps: torch.Tensor | None
+    tau: torch.Tensor | None = None
 
 
 @torch.no_grad()
@@ -51,7 +52,8 @@ def posterior_draws(model: BayesianCEN, guide, n_draws: int, seen_grids: torch.T
                 scale = latent["tau"] * model.context_net(model.grid_spread(x))
                 prior = torch.distributions.Exponential(1.0 / scale).sample()
                 a_g = torch.where(seen_grids.unsqueeze(-1), latent["a_g"], prior)
-        draws.append(Draw(x=x, a_w=latent.get("a_w"), a_g=a_g, beta=latent.get("beta"), eps=latent.get("eps")))
+        draws.append(Draw(x=x, a_w=latent.get("a_w"), a_g=a_g, beta=latent.get("beta"), eps=latent.get("eps"),
+                          tau=latent.get("tau")))
     return draws
 
 
@@ -65,15 +67,20 @@ def hit_index(pairs: Pairs) -> tuple[torch.Tensor, torch.Tensor]:
 def predict_pairs(model: BayesianCEN, draws: list[Draw], data: CrowdData, pairs: Pairs,
                   threshold_scale: float | None = None) -> np.ndarray:
     """Posterior predictive P(same group) for each pair (known worker, any grid)."""
+    return pair_probability_draws(model, draws, data, pairs, threshold_scale).mean(0)
+
+
+@torch.no_grad()
+def pair_probability_draws(model: BayesianCEN, draws: list[Draw], data: CrowdData, pairs: Pairs,
+                           threshold_scale: float | None = None) -> np.ndarray:
+    """(draws, pairs) P(same group) under each posterior draw, float64."""
     device = model.label.device
     pairs = pairs.to(device)
     hits, local = hit_index(pairs)
     hit_worker = torch.tensor(data.hits["worker"].to_numpy(), device=device)[hits]
     hit_grid = torch.tensor(data.hits["grid"].to_numpy(), device=device)[hits]
-    total = torch.zeros(len(pairs), dtype=torch.float64, device=device)
-    for draw in draws:
-        total += pair_probability(model, draw, pairs, local, hit_worker, hit_grid, threshold_scale).double()
-    return (total / len(draws)).cpu().numpy()
+    return torch.stack([pair_probability(model, draw, pairs, local, hit_worker, hit_grid, threshold_scale).double()
+                        for draw in draws]).cpu().numpy()
 
 
 def pair_probability(model, draw: Draw, pairs: Pairs, local, hit_worker, hit_grid, threshold_scale=None):
@@ -98,22 +105,49 @@ def attribute_probabilities(model: BayesianCEN, draws: list[Draw], data: CrowdDa
     choice: the posterior of z given the HIT's labels, columns 0..K-1 then
     'noise' (K + 1 columns). Continuous variants: P(argmax_k a_k = k), K columns.
     """
+    return attribute_probability_draws(model, draws, data).mean(0, dtype=np.float64)
+
+
+@torch.no_grad()
+def attribute_probability_draws(model: BayesianCEN, draws: list[Draw], data: CrowdData) -> np.ndarray:
+    """(draws, HITs, K [+ 1]) the same per posterior draw, float32."""
     device = model.label.device
     pairs = data.pairs.to(device)
     hit_worker = torch.tensor(data.hits["worker"].to_numpy(), device=device)
     hit_grid = torch.tensor(data.hits["grid"].to_numpy(), device=device)
-    width = model.K + 1 if model.variant == "choice" else model.K
-    total = torch.zeros(data.n_hits, width, dtype=torch.float64, device=device)
-    index = HitPairs(pairs.i, pairs.j, pairs.label, pairs.hit, data.n_hits, data.n_images)
+    index = HitPairs(pairs.i, pairs.j, pairs.label, pairs.hit, data.n_hits, data.n_images).to(device)
+    out = []
     for draw in draws:
         if model.variant == "choice":
             log_joint = model.hit_log_joint(draw.x, draw.a_w, draw.a_g, draw.beta, draw.eps, index, None,
                                             hit_worker, hit_grid)
-            total += torch.softmax(log_joint, -1).double()
+            out.append(torch.softmax(log_joint, -1))
         else:
             a = model.pair_activation(draw.a_w, draw.a_g, hit_worker, hit_grid)
-            total += F.one_hot(a.argmax(-1), model.K).double()
-    return (total / len(draws)).cpu().numpy()
+            out.append(F.one_hot(a.argmax(-1), model.K).float())
+    return torch.stack(out).cpu().numpy()
+
+
+@torch.no_grad()
+def train_hit_log_likelihood(model: BayesianCEN, draws: list[Draw]) -> np.ndarray:
+    """(draws, training HITs) log P(labels of HIT h | draw), float64: the unit of ``az.loo``.
+
+    A HIT, not a pair, is the unit: in the choice variant its pairs share one
+    summed-out z, so only the HIT's joint likelihood is defined.
+    """
+    out = []
+    for draw in draws:
+        if model.variant == "choice":
+            log_joint = model.hit_log_joint(draw.x, draw.a_w, draw.a_g, draw.beta, draw.eps, model.hit_pairs, None,
+                                            model.hit_worker, model.hit_grid)
+            out.append(torch.logsumexp(log_joint.double(), -1))
+        else:
+            a = model.pair_activation(draw.a_w, draw.a_g, model.hit_worker, model.hit_grid)
+            logits = same_logit(model.hit_images.distances(draw.x, a), model.gamma, model.xi_p, model.xi_n, draw.beta)
+            pair_ll = F.logsigmoid((2 * model.label.double() - 1) * logits.double())
+            out.append(torch.zeros(model.n_train_hits, dtype=torch.float64, device=pair_ll.device)
+                       .index_add_(0, model.pair_hit, pair_ll))
+    return torch.stack(out).cpu().numpy()
 
 
 @torch.no_grad()

@@ -22,8 +22,10 @@ import torch
 from cen_bayes.annotations import AnnotationError
 from cen_bayes.crowd import CrowdData
 from cen_bayes.datasets import DATASETS, load_dataset
+from cen_bayes.posterior import write_netcdf
 from cen_bayes.splits import split_by_grid
 from inference import predict
+from inference.arviz_export import inference_data
 from inference.evaluate import fit_and_evaluate
 from models.cen import VARIANTS
 
@@ -77,6 +79,8 @@ def run(args) -> dict:
         sys.exit(130)
     metrics = {"dataset": name, **result.metrics}
     write_outputs(out, data, split, result.test_pairs, result.p_same, result.p_attr, result.draws, metrics)
+    write_netcdf(inference_data(result.model, result.draws, data, split.train_hits, result.test_pairs,
+                                result.p_same_draws, result.p_attr_draws, seed=args.seed), out / "posterior.nc")
     print_summary(metrics, out)
     return metrics
 
@@ -113,7 +117,7 @@ def print_summary(metrics: dict, out: Path) -> None:
     print()
     for key, value in rows:
         print(f"  {key:<{width}}  {value}")
-    print(f"\nwrote {out}/ (hits.csv, heldout_pairs.csv, embeddings.csv, metrics.json)")
+    print(f"\nwrote {out}/ (hits.csv, heldout_pairs.csv, embeddings.csv, metrics.json, posterior.nc)")
 
 
 def main(argv=None) -> None:

@@ -1,0 +1,51 @@
+"""A fitted CEN's posterior as ArviZ InferenceData (``posterior.nc`` of a run).
+
+Groups and dims, all named by the user's own ids:
+
+* posterior: ``x`` (image, attribute); ``a_w`` (worker, attribute); ``a_g``
+  (grid, attribute; unseen grids drawn from their context prior); ``tau``
+  (attribute); ``beta``; ``eps`` (worker, choice only); ``attribute_used``
+  (hit, attribute_or_noise): per draw, P(the HIT used dim k);
+* log_likelihood: ``labels`` (train_hit): each training HIT's joint
+  log-likelihood, so ``az.loo`` is leave-one-HIT-out;
+* posterior_predictive / observed_data: ``label`` (heldout_pair) — predicted
+  and observed same/different for every pair of the held-out HITs.
+
+MAP fits have one draw: only the posterior group, in one chain.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cen_bayes.crowd import CrowdData, Pairs
+from cen_bayes.posterior import N_CHAINS, to_inference_data
+from inference import predict
+from models.cen import BayesianCEN
+
+
+def inference_data(model: BayesianCEN, draws: list, data: CrowdData, train_hits: np.ndarray, test_pairs: Pairs,
+                   p_same_draws: np.ndarray, p_attr_draws: np.ndarray, seed: int = 0):
+    """Everything a run knows about its posterior, as InferenceData."""
+    K = model.K
+    attributes = [f"dim_{k}" for k in range(K)] + (["noise"] if p_attr_draws.shape[-1] > K else [])
+    hit_names = (data.hits["worker_id"].astype(str) + "|" + data.hits["grid_id"].astype(str)).to_numpy()
+    coords = {"image": np.asarray(data.images, dtype=str), "worker": np.asarray(data.workers, dtype=str),
+              "grid": np.asarray(data.grids, dtype=str), "attribute": attributes[:K],
+              "attribute_or_noise": attributes, "hit": hit_names, "train_hit": hit_names[train_hits],
+              "heldout_pair": np.arange(len(test_pairs))}
+    dims = {"x": ["image", "attribute"], "a_w": ["worker", "attribute"], "a_g": ["grid", "attribute"],
+            "tau": ["attribute"], "eps": ["worker"], "attribute_used": ["hit", "attribute_or_noise"],
+            "labels": ["train_hit"], "label": ["heldout_pair"]}
+    stacked = {name: np.stack([getattr(d, name).detach().cpu().numpy() for d in draws])
+               for name in ("x", "a_w", "a_g", "tau", "beta", "eps") if getattr(draws[0], name) is not None}
+    stacked["attribute_used"] = p_attr_draws
+    if len(draws) == 1:  # MAP: a point, no uncertainty to summarise
+        return to_inference_data(stacked, coords=coords, dims=dims, n_chains=1)
+    rng = np.random.default_rng(seed)
+    return to_inference_data(
+        stacked, coords=coords, dims=dims,
+        log_likelihood={"labels": predict.train_hit_log_likelihood(model, draws)},
+        posterior_predictive={"label": (rng.random(p_same_draws.shape) < p_same_draws).astype(np.int8)},
+        observed_data={"label": test_pairs.label.numpy().astype(np.int8)},
+        n_chains=N_CHAINS)

@@ -1,0 +1,59 @@
+"""posterior.nc: users open it with ArviZ and get summaries, forest plots and LOO by their own ids."""
+
+import json
+
+import arviz as az
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+
+from inference.svi import main
+
+matplotlib.use("Agg")
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("fit")
+    main(["--dataset", "tiny", "--K", "3", "--steps", "60", "--draws", "20", "--no-progress", "--out", str(out)])
+    return out
+
+
+def test_posterior_opens_with_named_dims(run_dir):
+    idata = az.from_netcdf(run_dir / "posterior.nc")
+    assert {"posterior", "log_likelihood", "posterior_predictive", "observed_data"} <= set(idata.groups())
+    post = idata.posterior
+    assert post.sizes["chain"] == 2 and post.sizes["draw"] == 10
+    hits = pd.read_csv(run_dir / "hits.csv")
+    emb = pd.read_csv(run_dir / "embeddings.csv")
+    assert list(post["x"].dims) == ["chain", "draw", "image", "attribute"]
+    assert list(post.coords["image"].values) == list(emb.image_id)
+    assert set(post.coords["worker"].values) == set(hits.worker_id)
+    assert list(post["attribute_used"].dims[2:]) == ["hit", "attribute_or_noise"]
+    # the per-draw attribute probabilities average to hits.csv
+    np.testing.assert_allclose(post["attribute_used"].mean(("chain", "draw")).values,
+                               hits.filter(like="p_").to_numpy(), atol=1e-5)
+    pairs = pd.read_csv(run_dir / "heldout_pairs.csv")
+    np.testing.assert_array_equal(idata.observed_data["label"].values, pairs.label.to_numpy())
+    assert idata.posterior_predictive["label"].shape[-1] == len(pairs)
+    assert idata.log_likelihood["labels"].sizes["train_hit"] == (hits.split == "train").sum()
+
+
+def test_summary_forest_and_loo_work(run_dir):
+    idata = az.from_netcdf(run_dir / "posterior.nc")
+    summary = az.summary(idata, var_names=["a_w"])
+    assert len(summary) == idata.posterior.sizes["worker"] * 3 and summary["r_hat"].notna().all()
+    axes = az.plot_forest(idata, var_names=["a_w"], combined=True)
+    assert len(np.ravel(axes)) >= 1
+    loo = az.loo(idata)
+    assert np.isfinite(loo.elpd_loo) and loo.elpd_loo < 0
+
+
+def test_map_run_writes_a_point_posterior(tmp_path):
+    main(["--dataset", "tiny", "--variant", "worker", "--map", "--K", "3", "--steps", "20", "--no-progress",
+          "--out", str(tmp_path)])
+    idata = az.from_netcdf(tmp_path / "posterior.nc")
+    assert idata.posterior.sizes["chain"] == 1 and idata.posterior.sizes["draw"] == 1
+    assert "log_likelihood" not in idata.groups()
+    assert json.loads((tmp_path / "metrics.json").read_text())["map"] is True
