@@ -64,16 +64,10 @@ def hit_index(pairs: Pairs) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @torch.no_grad()
-def predict_pairs(model: BayesianCEN, draws: list[Draw], data: CrowdData, pairs: Pairs,
-                  threshold_scale: float | None = None) -> np.ndarray:
-    """Posterior predictive P(same group) for each pair (known worker, any grid)."""
-    return pair_probability_draws(model, draws, data, pairs, threshold_scale).mean(0)
-
-
-@torch.no_grad()
 def pair_probability_draws(model: BayesianCEN, draws: list[Draw], data: CrowdData, pairs: Pairs,
                            threshold_scale: float | None = None) -> np.ndarray:
-    """(draws, pairs) P(same group) under each posterior draw, float64."""
+    """(draws, pairs) P(same group) under each posterior draw (known worker, any grid), float64;
+    the posterior predictive is their mean."""
     device = model.label.device
     pairs = pairs.to(device)
     hits, local = hit_index(pairs)
@@ -99,18 +93,13 @@ def pair_probability(model, draw: Draw, pairs: Pairs, local, hit_worker, hit_gri
 
 
 @torch.no_grad()
-def attribute_probabilities(model: BayesianCEN, draws: list[Draw], data: CrowdData) -> np.ndarray:
-    """Per HIT (all HITs, data.hits order), posterior P(attribute k was the one used).
-
-    choice: the posterior of z given the HIT's labels, columns 0..K-1 then
-    'noise' (K + 1 columns). Continuous variants: P(argmax_k a_k = k), K columns.
-    """
-    return attribute_probability_draws(model, draws, data).mean(0, dtype=np.float64)
-
-
-@torch.no_grad()
 def attribute_probability_draws(model: BayesianCEN, draws: list[Draw], data: CrowdData) -> np.ndarray:
-    """(draws, HITs, K [+ 1]) the same per posterior draw, float32."""
+    """Per posterior draw and HIT (all HITs, data.hits order), P(attribute k was the one used).
+
+    (draws, HITs, K [+ 1]), float32. choice: the posterior of z given the
+    HIT's labels, columns 0..K-1 then 'noise'. Continuous variants: the
+    indicator of argmax_k a_k, whose mean over draws is P(argmax_k a_k = k).
+    """
     device = model.label.device
     pairs = data.pairs.to(device)
     hit_worker = torch.tensor(data.hits["worker"].to_numpy(), device=device)
