@@ -47,9 +47,9 @@ def posterior_draws(model: BayesianCEN, guide, n_draws: int, seen_grids: torch.T
             if model.paper_loss:
                 a_g = model.context_net(model.grid_sets)
             elif model.variant == "choice":  # deterministic given x and τ
-                a_g = latent["tau"] * model.context_net(model.grid_spread(x))
+                a_g = model.context_scale(x, latent["tau"])
             else:
-                scale = latent["tau"] * model.context_net(model.grid_spread(x))
+                scale = model.context_scale(x, latent["tau"])
                 prior = torch.distributions.Exponential(1.0 / scale).sample()
                 a_g = torch.where(seen_grids.unsqueeze(-1), latent["a_g"], prior)
         draws.append(Draw(x=x, a_w=latent.get("a_w"), a_g=a_g, beta=latent.get("beta"), eps=latent.get("eps"),
@@ -104,7 +104,8 @@ def attribute_probability_draws(model: BayesianCEN, draws: list[Draw], data: Cro
     pairs = data.pairs.to(device)
     hit_worker = torch.tensor(data.hits["worker"].to_numpy(), device=device)
     hit_grid = torch.tensor(data.hits["grid"].to_numpy(), device=device)
-    index = HitPairs(pairs.i, pairs.j, pairs.label, pairs.hit, data.n_hits, data.n_images).to(device)
+    if model.variant == "choice":
+        index = HitPairs(pairs.i, pairs.j, pairs.label, pairs.hit, data.n_hits, data.n_images).to(device)
     out = []
     for draw in draws:
         if model.variant == "choice":

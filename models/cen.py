@@ -199,6 +199,10 @@ class BayesianCEN(PyroModule):
         mean = total / size
         return (square / size - mean ** 2).clamp(min=0.0).sqrt()
 
+    def context_scale(self, x, tau) -> torch.Tensor:
+        """τ ⊙ c(x_grid) per grid: the choice variant's a^g, the continuous variants' prior mean of a^g."""
+        return tau * self.context_net(self.grid_spread(x))
+
     def grid_activations(self, x, tau) -> torch.Tensor:
         """a^g per grid.
 
@@ -216,7 +220,7 @@ class BayesianCEN(PyroModule):
             a_g = self.context_net(self.grid_sets)
             pyro.factor("a_g_penalty", -self.prior.lambda1 * (self.n_grid * a_g.sum(-1)).sum())
             return a_g
-        scale = tau * self.context_net(self.grid_spread(x))
+        scale = self.context_scale(x, tau)
         if self.variant == "choice":  # a^g = τ ⊙ c(x_grid): a network of the grid's contents, as p_θ(s(g)) is
             return scale
         with pyro.plate("grids", self.n_grids):
