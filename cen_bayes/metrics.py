@@ -8,6 +8,8 @@ Three questions, three groups of metrics (DESIGN.md, "Metrics"):
 * **Attribute retrieval** (paper §4.3, Fig. 4): the model never sees which
   attribute a worker sorted by, so its dimensions come in arbitrary order;
   dims are matched to attributes by Hungarian assignment before scoring.
+* **Noisy HITs**: does a per-HIT flag (``inference.hit_uncertainty``) pick
+  out the submissions the simulator made noisy (precision, recall)?
 * **Clustering of embeddings** (supplement F): K-means or a DP mixture on the
   learned embedding, scored against known classes with the multiclass MCC of
   eq. 9 (which is scikit-learn's ``matthews_corrcoef``), NMI and macro F1.
@@ -23,7 +25,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import linear_sum_assignment
 from sklearn.cluster import KMeans
-from sklearn.metrics import f1_score, matthews_corrcoef, normalized_mutual_info_score
+from sklearn.metrics import f1_score, matthews_corrcoef, normalized_mutual_info_score, precision_score, recall_score
 from sklearn.mixture import BayesianGaussianMixture
 
 _EPS = 1e-12
@@ -237,6 +239,30 @@ def attribute_retrieval(true_attribute, predicted, attributes=None, n_dims: int 
         mean_accuracy=float(per_attribute.mean()) if per_attribute.notna().any() else float("nan"),
         n_excluded=int((~keep).sum()),
     )
+
+
+# ---------------------------------------------------------------------------
+# Noisy HITs
+# ---------------------------------------------------------------------------
+
+
+def noisy_hit_recovery(flagged, noise_kind) -> dict:
+    """Precision and recall of a per-HIT flag against the true noise kind ('none' = clean).
+
+    Also the share of HITs flagged, the share truly noisy (the precision a
+    random flag would get) and the share flagged within each kind, since
+    kinds differ in how detectable they are (an off-list submission is a
+    coherent grouping by an attribute the model was never told about).
+    """
+    flagged = _to_numpy(flagged).astype(bool).ravel()
+    kind = pd.Series(_to_numpy(noise_kind).ravel(), dtype=object)
+    if len(kind) != len(flagged):
+        raise ValueError(f"flagged and noise_kind differ in length: {len(flagged)} vs {len(kind)}")
+    noisy = (kind != "none").to_numpy()
+    return {"precision": float(precision_score(noisy, flagged, zero_division=0.0)),
+            "recall": float(recall_score(noisy, flagged, zero_division=0.0)),
+            "flagged_share": float(flagged.mean()), "noisy_share": float(noisy.mean()),
+            "flagged_share_by_kind": pd.Series(flagged).groupby(kind.to_numpy()).mean().to_dict()}
 
 
 # ---------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -26,7 +27,7 @@ from cen_bayes.posterior import write_netcdf
 from cen_bayes.splits import split_by_grid
 from inference import predict
 from inference.arviz_export import inference_data
-from inference.evaluate import fit_and_evaluate
+from inference.evaluate import fit_and_evaluate, true_hits
 from models.cen import VARIANTS
 
 
@@ -42,6 +43,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=None, help="Adam step size (default: 0.3 choice and MAP, 0.1 other SVI)")
     parser.add_argument("--batch-hits", type=int, default=None, help="HITs per minibatch (default: all)")
     parser.add_argument("--draws", type=int, default=100, help="posterior draws for predictions")
+    parser.add_argument("--psis-draws", type=int, default=200, help="guide draws for the PSIS k-hat diagnostic")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--holdout-frac", type=float, default=0.15, help="share of grids held out")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -74,31 +76,42 @@ def run(args) -> dict:
     result = fit_and_evaluate(data, split, sim, variant=args.variant, K=args.K, map_mode=args.map,
                               steps=args.steps, lr=args.lr, batch_hits=args.batch_hits, draws=args.draws,
                               seed=args.seed, device=args.device, progress=not args.no_progress,
-                              checkpoint=out / "checkpoint.pt", resume=args.resume)
+                              checkpoint=out / "checkpoint.pt", resume=args.resume, psis_draws=args.psis_draws)
     if result is None:  # stopped with Ctrl-C; the checkpoint is kept
         sys.exit(130)
     metrics = {"dataset": name, **result.metrics}
-    write_outputs(out, data, split, result.test_pairs, result.p_same, result.p_attr, result.draws, metrics)
+    write_outputs(out, data, sim, split, result, metrics)
     write_netcdf(inference_data(result.model, result.draws, data, split.train_hits, result.test_pairs,
                                 result.p_same_draws, result.p_attr_draws, seed=args.seed), out / "posterior.nc")
     print_summary(metrics, out)
     return metrics
 
 
-def write_outputs(out: Path, data, split, test_pairs, p_same, p_attr, draws, metrics) -> None:
+def write_outputs(out: Path, data, sim, split, result, metrics) -> None:
+    """hits.csv, heldout_pairs.csv, embeddings.csv, metrics.json; simulated data add the truth
+    as ``true_*`` columns (HIT attribute and noise kind, image levels) for the figures."""
+    test_pairs, p_attr, draws = result.test_pairs, result.p_attr, result.draws
     K = draws[0].x.shape[-1]
     hits = data.hits[["worker_id", "grid_id"]].assign(split=split.labels())
     columns = [f"p_attr_{k}" for k in range(K)] + (["p_noise"] if p_attr.shape[1] > K else [])
-    pd.concat([hits, pd.DataFrame(p_attr, columns=columns)], axis=1).to_csv(out / "hits.csv", index=False)
+    hits = pd.concat([hits, pd.DataFrame(p_attr, columns=columns), pd.DataFrame(result.hit_uncertainty)], axis=1)
+    truth = true_hits(sim, data)
+    if truth is not None:
+        hits = hits.assign(true_attribute=truth["attribute"], true_noise=truth["noise"])
+    hits.to_csv(out / "hits.csv", index=False)
     pd.DataFrame({
         "worker_id": data.workers[test_pairs.worker.numpy()], "grid_id": data.grids[test_pairs.grid.numpy()],
         "image_i": data.images[test_pairs.i.numpy()], "image_j": data.images[test_pairs.j.numpy()],
-        "label": test_pairs.label.numpy().astype(int), "p_same": p_same,
+        "label": test_pairs.label.numpy().astype(int), "p_same": result.p_same,
     }).to_csv(out / "heldout_pairs.csv", index=False)
     mean, sd = predict.embedding_summary(draws)
     embedding = {"image_id": data.images}
     for k in range(K):
         embedding[f"mean_{k}"], embedding[f"sd_{k}"] = mean[:, k], sd[:, k]
+    if sim is not None:
+        levels = sim.image_attributes.set_axis(sim.image_attributes.index.astype(str))[sim.attributes]
+        for name, column in levels.reindex(np.asarray(data.images, dtype=str)).items():
+            embedding[f"true_{name}"] = column.to_numpy()
     pd.DataFrame(embedding).to_csv(out / "embeddings.csv", index=False)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
 
@@ -112,11 +125,22 @@ def print_summary(metrics: dict, out: Path) -> None:
         ret = metrics["attribute_retrieval"]
         per = ", ".join(f"{k} {v:.2f}" for k, v in ret["per_attribute_accuracy"].items())
         rows.append(("attribute retrieval", f"{ret['mean_accuracy']:.3f}  ({per})"))
+    if "noisy_hits" in metrics:
+        noisy = metrics["noisy_hits"]
+        rows.append(("uncertain HITs", f"{metrics['uncertain_share']:.1%} flagged; simulated noisy HITs: "
+                                       f"precision {noisy['precision']:.2f}, recall {noisy['recall']:.2f}"))
+    else:
+        rows.append(("uncertain HITs", f"{metrics['uncertain_share']:.1%} flagged"))
+    diagnostics = metrics["diagnostics"]
+    if diagnostics["psis_khat"] is not None:
+        rows.append(("PSIS k-hat", f"{diagnostics['psis_khat']:.2f}"))
     rows.append(("fit seconds", f"{metrics['fit_seconds']:.1f}"))
     width = max(len(r[0]) for r in rows)
     print()
     for key, value in rows:
         print(f"  {key:<{width}}  {value}")
+    if diagnostics["warning"]:
+        print(f"\n  warning: {diagnostics['warning']}")
     print(f"\nwrote {out}/ (hits.csv, heldout_pairs.csv, embeddings.csv, metrics.json, posterior.nc)")
 
 

@@ -20,12 +20,21 @@ def test_cli_writes_the_output_contract(tmp_path, variant):
     pairs = pd.read_csv(out / "heldout_pairs.csv")
     assert list(pairs.columns) == ["worker_id", "grid_id", "image_i", "image_j", "label", "p_same"]
     assert pairs.p_same.between(0, 1).all() and len(pairs) == metrics["heldout"]["n_pairs"]
+    diagnostics = metrics["diagnostics"]
+    assert len(diagnostics["elbo_per_pair"]) == len(diagnostics["elbo_step"]) == 60
+    assert np.isfinite(diagnostics["psis_khat"]) and diagnostics["psis_draws"] == 200
+    assert (diagnostics["warning"] is None) == (diagnostics["psis_khat"] <= 0.7)
     hits = pd.read_csv(out / "hits.csv")
-    p = hits.filter(like="p_").to_numpy()
+    p = hits.filter(regex=r"^p_(attr_\d+|noise)$").to_numpy()
     np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(hits.p_unexplained, 1.0 - hits.filter(like="p_attr_").max(axis=1), atol=1e-9)
+    assert hits.uncertain.tolist() == (hits.p_unexplained > 0.5).tolist() and (hits.entropy >= 0).all()
+    assert set(hits.true_noise) <= {"none", "off_list", "one_group", "random"}
+    assert metrics["noisy_hits"]["flagged_share"] == pytest.approx(hits.uncertain.mean())
     assert set(hits.split) == {"train", "test"} and set(pairs.grid_id) == set(hits.grid_id[hits.split == "test"])
     emb = pd.read_csv(out / "embeddings.csv")
     assert list(emb.columns[:3]) == ["image_id", "mean_0", "sd_0"] and (emb.filter(like="sd_") >= 0).all().all()
+    assert list(emb.filter(like="true_").columns) == ["true_shape", "true_color", "true_size"]
 
 
 def test_cli_map_paper_loss(tmp_path):
@@ -33,6 +42,8 @@ def test_cli_map_paper_loss(tmp_path):
           "--no-progress", "--out", str(tmp_path)])
     pairs = pd.read_csv(tmp_path / "heldout_pairs.csv")
     assert pairs.p_same.between(0, 1).all()
+    diagnostics = json.loads((tmp_path / "metrics.json").read_text())["diagnostics"]
+    assert diagnostics["psis_khat"] is None and diagnostics["warning"] is None  # a point has no spread to check
 
 
 def test_cli_bad_data_is_one_line(tmp_path, capsys):
