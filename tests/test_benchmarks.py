@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from benchmarks import cen_fit
+from benchmarks import cen_fit, diagnostics
 
 
 def test_cen_fit_smoke(tmp_path):
@@ -14,3 +14,12 @@ def test_cen_fit_smoke(tmp_path):
     assert frame.accuracy.between(0, 1).all() and (frame.fit_seconds > 0).all()
     report = (tmp_path / "cen_fit.md").read_text()
     assert "## tiny" in report and "MAP (paper's loss)" in report
+
+
+def test_diagnostics_smoke(tmp_path):
+    diagnostics.main(["--smoke", "--datasets", "tiny", "--seeds", "0", "--variants", "choice", "--out", str(tmp_path)])
+    frame = pd.read_csv(tmp_path / "diagnostics.csv")
+    assert len(frame) == 1 and frame.loc[0, "variant"] == "choice"
+    assert frame[["psis_khat", "precision", "recall", "uncertain_share"]].notna().all().all()
+    assert frame.loc[0, "flagged_one_group"] == 1.0  # a one-group HIT is never explained by one attribute
+    assert "noisy HITs" in (tmp_path / "diagnostics.md").read_text()
