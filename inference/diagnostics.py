@@ -40,17 +40,24 @@ def importance_log_ratios(model, guide, n_draws: int, seed: int = 0) -> np.ndarr
 
 
 def pareto_khat(log_ratios: np.ndarray) -> float:
-    """Shape of a generalised Pareto fitted to the largest M = min(S/5, 3√S) ratios (PSIS)."""
+    """Shape of a generalised Pareto fitted to the largest M = min(S/5, 3√S) ratios (PSIS).
+
+    Ratios more than 15 orders of magnitude below the largest are left out of
+    the fit (they would only be rounding); when fewer than 5 tail ratios
+    remain, one draw carries nearly all the weight and k-hat is ∞.
+    """
     log_ratios = np.sort(np.asarray(log_ratios, dtype=np.float64))
     n_tail = int(math.ceil(min(0.2 * len(log_ratios), 3.0 * math.sqrt(len(log_ratios)))))
     if n_tail < 5:
         raise ValueError(f"{len(log_ratios)} draws are too few for a k-hat; use at least 25")
-    shifted = log_ratios - log_ratios[-1]  # the largest ratio is 1: no overflow
-    cutoff = shifted[-n_tail - 1]
-    tail = np.exp(shifted[-n_tail:]) - np.exp(cutoff)
     if np.ptp(log_ratios) < 1e-8:  # all ratios equal: q is the posterior
         return -math.inf
-    k, _ = fit_generalized_pareto(torch.from_numpy(tail))
+    shifted = log_ratios - log_ratios[-1]  # the largest ratio is 1: no overflow
+    cutoff = max(shifted[-n_tail - 1], math.log(1e-15))
+    tail = shifted[shifted > cutoff]
+    if len(tail) < 5:
+        return math.inf
+    k, _ = fit_generalized_pareto(torch.from_numpy(np.exp(tail) - math.exp(cutoff)))
     return float(k)
 
 

@@ -69,3 +69,8 @@ def test_noisy_hit_recovery():
     assert out["precision"] == pytest.approx(2 / 3) and out["recall"] == pytest.approx(2 / 3)
     assert out["flagged_share"] == pytest.approx(0.6) and out["noisy_share"] == pytest.approx(0.6)
     assert out["flagged_share_by_kind"] == {"none": 0.5, "off_list": 0.0, "one_group": 1.0, "random": 1.0}
+
+
+def test_khat_is_infinite_when_one_draw_carries_all_the_weight():
+    log_ratios = np.concatenate([np.linspace(-5000.0, -1000.0, 99), [0.0]])
+    assert pareto_khat(log_ratios) == math.inf and khat_warning(math.inf).startswith("PSIS k-hat inf > 0.7")
