@@ -4,8 +4,9 @@
     python -m inference.svi --data annotations.csv --variant mixture --K 10 --out runs/mine
 
 Holds out whole grids, fits by SVI (or MAP with ``--map``), prints held-out
-accuracy / NLL / ECE (and attribute retrieval when the data are simulated)
-and writes the output files described in DESIGN.md to ``--out``.
+accuracy / NLL / ECE, the fit's PSIS k-hat (and attribute retrieval and the
+noisy-HIT flag's precision/recall when the data are simulated) and writes
+the output files described in DESIGN.md, figures included, to ``--out``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from cen_bayes.splits import split_by_grid
 from inference import predict
 from inference.arviz_export import inference_data
 from inference.evaluate import fit_and_evaluate, true_hits
+from inference.report import write_report
 from models.cen import VARIANTS
 
 
@@ -50,6 +52,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--out", help="output folder (default runs/<dataset>-<time>)")
     parser.add_argument("--resume", action="store_true", help="resume from the checkpoint in --out")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--no-figures", action="store_true", help="skip the PNG figures (inference.report)")
     return parser.parse_args(argv)
 
 
@@ -84,6 +87,9 @@ def run(args) -> dict:
     write_netcdf(inference_data(result.model, result.draws, data, split.train_hits, result.test_pairs,
                                 result.p_same_draws, result.p_attr_draws, seed=args.seed), out / "posterior.nc")
     print_summary(metrics, out)
+    if not args.no_figures:
+        figures = write_report(out)
+        print(f"figures: {', '.join(path.name for path in figures)}")
     return metrics
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from inference.report import FIGURES
 from inference.svi import main
 
 
@@ -13,7 +14,7 @@ from inference.svi import main
 def test_cli_writes_the_output_contract(tmp_path, variant):
     out = tmp_path / variant
     main(["--dataset", "tiny", "--variant", variant, "--K", "4", "--steps", "60", "--draws", "5",
-          "--no-progress", "--out", str(out)])
+          "--no-progress", "--out", str(out)] + (["--no-figures"] if variant == "mixture" else []))
     metrics = json.loads((out / "metrics.json").read_text())
     assert 0.0 <= metrics["heldout"]["accuracy"] <= 1.0 and np.isfinite(metrics["heldout"]["nll"])
     assert set(metrics["attribute_retrieval"]["per_attribute_accuracy"]) == {"shape", "color", "size"}
@@ -35,11 +36,12 @@ def test_cli_writes_the_output_contract(tmp_path, variant):
     emb = pd.read_csv(out / "embeddings.csv")
     assert list(emb.columns[:3]) == ["image_id", "mean_0", "sd_0"] and (emb.filter(like="sd_") >= 0).all().all()
     assert list(emb.filter(like="true_").columns) == ["true_shape", "true_color", "true_size"]
+    assert {p.stem for p in out.glob("*.png")} == (set() if variant == "mixture" else set(FIGURES))
 
 
 def test_cli_map_paper_loss(tmp_path):
     main(["--dataset", "tiny", "--variant", "worker", "--map", "--K", "4", "--steps", "60",
-          "--no-progress", "--out", str(tmp_path)])
+          "--no-progress", "--no-figures", "--out", str(tmp_path)])
     pairs = pd.read_csv(tmp_path / "heldout_pairs.csv")
     assert pairs.p_same.between(0, 1).all()
     diagnostics = json.loads((tmp_path / "metrics.json").read_text())["diagnostics"]
