@@ -52,14 +52,17 @@ def test_thinned_trace_keeps_first_and_last_steps():
 
 
 def test_hit_uncertainty_flags_noise_and_split_hits():
-    p = np.array([[1.0, 0.0, 0.0, 0.0],   # one attribute, sure
-                  [0.5, 0.5, 0.0, 0.0],   # split between two dims
-                  [0.0, 0.0, 0.0, 1.0],   # surely noise: low entropy, still unexplained
-                  [0.6, 0.2, 0.0, 0.2]])
+    p = np.array([[1.0, 0.0, 0.0, 0.0],     # one attribute, sure
+                  [0.5, 0.5, 0.0, 0.0],     # split between two dims: entropy log 2, not above it
+                  [0.0, 0.0, 0.0, 1.0],     # surely noise: low entropy, still unexplained
+                  [0.8, 0.1, 0.0, 0.1],     # one dim likely
+                  [0.55, 0.15, 0.15, 0.15]])  # one dim, but high entropy
     out = hit_uncertainty(p, K=3)
-    np.testing.assert_allclose(out["entropy"], [0.0, math.log(2), 0.0, attribute_entropy(p[3])])
-    np.testing.assert_allclose(out["p_unexplained"], [0.0, 0.5, 1.0, 0.4])
-    assert out["uncertain"].tolist() == [False, False, True, False]
+    np.testing.assert_allclose(out["entropy"], [0.0, math.log(2), 0.0, attribute_entropy(p[3]),
+                                                attribute_entropy(p[4])])
+    assert attribute_entropy(p[3]) < math.log(2) < attribute_entropy(p[4])
+    np.testing.assert_allclose(out["p_unexplained"], [0.0, 0.5, 1.0, 0.2, 0.45])
+    assert out["uncertain"].tolist() == [False, False, True, False, True]
 
 
 def test_noisy_hit_recovery():
