@@ -167,11 +167,16 @@ def main(argv=None) -> None:
             birds, name = ["cen-choice"] + (["paper-mixture"] if args.birds_paper else []), "tiny" if args.smoke else "birds"
             rows += run_dataset(name, seed, birds, args.smoke, args.device, args.K or PAPER_K[name])
     frame = pd.DataFrame(rows)
-    out = Path(args.out)
+    write_results(frame, summary(frame, time.perf_counter() - start), args.out, "cen_fit")
+
+
+def write_results(frame: pd.DataFrame, report: str, out, stem: str) -> None:
+    """A benchmark's results: ``<stem>.csv`` (one row per fit) and ``<stem>.md`` (the tables) in ``out``."""
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(out / "cen_fit.csv", index=False, float_format="%.4f")
-    (out / "cen_fit.md").write_text(summary(frame, time.perf_counter() - start))
-    print(f"wrote {out / 'cen_fit.csv'} and {out / 'cen_fit.md'}")
+    frame.to_csv(out / f"{stem}.csv", index=False, float_format="%.4f")
+    (out / f"{stem}.md").write_text(report)
+    print(f"wrote {out / f'{stem}.csv'} and {out / f'{stem}.md'}")
 
 
 if __name__ == "__main__":

@@ -25,13 +25,12 @@ from __future__ import annotations
 import argparse
 import platform
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from benchmarks.cen_fit import PAPER_K, RESULTS
+from benchmarks.cen_fit import PAPER_K, RESULTS, write_results
 from cen_bayes.crowd import CrowdData
 from cen_bayes.datasets import load_dataset
 from cen_bayes.metrics import noisy_hit_recovery
@@ -110,11 +109,7 @@ def main(argv=None) -> None:
     rows = [run_dataset(name, seed, variant, args.smoke, args.device)
             for seed in args.seeds for name in args.datasets for variant in args.variants]
     frame = pd.DataFrame(rows)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(out / "diagnostics.csv", index=False, float_format="%.4f")
-    (out / "diagnostics.md").write_text(summary(frame, time.perf_counter() - start))
-    print(f"wrote {out / 'diagnostics.csv'} and {out / 'diagnostics.md'}")
+    write_results(frame, summary(frame, time.perf_counter() - start), args.out, "diagnostics")
 
 
 if __name__ == "__main__":

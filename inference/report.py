@@ -26,7 +26,7 @@ import pandas as pd  # noqa: E402
 from sklearn.manifold import TSNE  # noqa: E402
 
 from cen_bayes.metrics import attribute_retrieval, reliability_table  # noqa: E402
-from inference.hit_uncertainty import UNCERTAIN_ABOVE, unexplained  # noqa: E402
+from inference.hit_uncertainty import UNCERTAIN_ABOVE, unexplained, hit_uncertainty as hit_flags  # noqa: E402
 
 MAX_AXES = 10  # attribute-axis panels without ground truth
 NOISE_KINDS = ["none", "off_list", "one_group", "random"]
@@ -251,22 +251,25 @@ def reliability(run) -> plt.Figure:
 
 def hit_uncertainty(run) -> plt.Figure:
     """How many HITs does no single dim explain? With simulated noise, the
-    flagged ones should be the noisy HITs."""
+    flagged ones should be the noisy HITs. The counts are of the ``uncertain``
+    flag, which also takes high-entropy HITs (``inference.hit_uncertainty``)."""
     columns = [f"p_attr_{k}" for k in range(run.K)]
     _need(run.hits is not None and set(columns) <= set(run.hits), "hits.csv has no p_attr_* columns")
-    u = pd.Series(unexplained(run.hits[columns].to_numpy(), run.K), index=run.hits.index)
+    p_attr = run.hits.filter(regex=r"^p_(attr_\d+|noise)$").to_numpy()
+    u = pd.Series(unexplained(p_attr, run.K), index=run.hits.index)
+    flagged = run.hits["uncertain"] if "uncertain" in run.hits else pd.Series(hit_flags(p_attr, run.K)["uncertain"])
     if "true_noise" in run.hits:
         kinds = [k for k in NOISE_KINDS if k in set(run.hits["true_noise"])]
         kinds += sorted(set(run.hits["true_noise"].dropna()) - set(kinds))
-        groups = {f"true noise: {k}": u[run.hits["true_noise"] == k] for k in kinds}
+        groups = {f"true noise: {k}": run.hits["true_noise"] == k for k in kinds}
     else:
-        groups = {"all HITs": u}
+        groups = {"all HITs": pd.Series(True, index=run.hits.index)}
     fig, axes = plt.subplots(1, len(groups), figsize=(3.2 * len(groups) + 1, 3.4), sharex=True, squeeze=False,
                              layout="constrained")
-    for i, (ax, (title, values)) in enumerate(zip(axes.flat, groups.items())):
-        ax.hist(values, bins=np.linspace(0, 1, 21), color=f"C{i}")
-        ax.axvline(UNCERTAIN_ABOVE, color="C3", ls="--", label=f"flag threshold {UNCERTAIN_ABOVE}")
-        ax.set(title=f"{title}\n{(values > UNCERTAIN_ABOVE).sum()} of {len(values)} flagged",
+    for i, (ax, (title, rows)) in enumerate(zip(axes.flat, groups.items())):
+        ax.hist(u[rows], bins=np.linspace(0, 1, 21), color=f"C{i}")
+        ax.axvline(UNCERTAIN_ABOVE, color="C3", ls="--", label=f"threshold {UNCERTAIN_ABOVE}")
+        ax.set(title=f"{title}\n{int(flagged[rows].sum())} of {int(rows.sum())} flagged",
                xlabel="1 − max_k p_attr_k", ylabel="HITs" if i == 0 else None)
     axes.flat[0].legend(fontsize=8, loc="upper center")
     fig.suptitle("Per-HIT uncertainty: probability that no single attribute dim explains the HIT")
