@@ -2,7 +2,10 @@
 
 Groups and dims, all named by the user's own ids:
 
-* posterior: ``x`` (image, attribute); ``a_w`` (worker, attribute); ``a_g``
+* posterior: ``x`` (image, attribute); ``a_w`` (worker, attribute) and
+  ``worker_share`` = a_w / Σ_k a_w (what the likelihood sees of a worker's
+  bias: the choice variant uses only ratios, so a_w's own scale drifts, to
+  ~1e-12 on retina, and ``az.summary`` of a_w rounds to 0); ``a_g``
   (grid, attribute; unseen grids drawn from their context prior); ``tau``
   (attribute); ``beta``; ``eps`` (worker, choice only); ``attribute_used``
   (hit, attribute_or_noise): per draw, P(the HIT used dim k);
@@ -34,11 +37,14 @@ def inference_data(model: BayesianCEN, draws: list, data: CrowdData, train_hits:
               "grid": np.asarray(data.grids, dtype=str), "attribute": attributes[:K],
               "attribute_or_noise": attributes, "hit": hit_names, "train_hit": hit_names[train_hits],
               "heldout_pair": np.arange(len(test_pairs))}
-    dims = {"x": ["image", "attribute"], "a_w": ["worker", "attribute"], "a_g": ["grid", "attribute"],
+    dims = {"x": ["image", "attribute"], "a_w": ["worker", "attribute"], "worker_share": ["worker", "attribute"],
+            "a_g": ["grid", "attribute"],
             "tau": ["attribute"], "eps": ["worker"], "attribute_used": ["hit", "attribute_or_noise"],
             "labels": ["train_hit"], "label": ["heldout_pair"]}
     stacked = {name: np.stack([getattr(d, name).detach().cpu().numpy() for d in draws])
                for name in ("x", "a_w", "a_g", "tau", "beta", "eps") if getattr(draws[0], name) is not None}
+    if "a_w" in stacked:
+        stacked["worker_share"] = stacked["a_w"] / stacked["a_w"].sum(-1, keepdims=True)
     stacked["attribute_used"] = p_attr_draws
     if len(draws) == 1:  # MAP: a point, no uncertainty to summarise
         return to_inference_data(stacked, coords=coords, dims=dims, n_chains=1)

@@ -16,7 +16,8 @@ matplotlib.use("Agg")
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("fit")
-    main(["--dataset", "tiny", "--K", "3", "--steps", "60", "--draws", "20", "--no-progress", "--out", str(out)])
+    main(["--dataset", "tiny", "--K", "3", "--steps", "60", "--draws", "20", "--no-progress", "--no-figures",
+         "--out", str(out)])
     return out
 
 
@@ -33,7 +34,8 @@ def test_posterior_opens_with_named_dims(run_dir):
     assert list(post["attribute_used"].dims[2:]) == ["hit", "attribute_or_noise"]
     # the per-draw attribute probabilities average to hits.csv
     np.testing.assert_allclose(post["attribute_used"].mean(("chain", "draw")).values,
-                               hits.filter(like="p_").to_numpy(), atol=1e-5)
+                               hits.filter(regex=r"^p_(attr_\d+|noise)$").to_numpy(), atol=1e-5)
+    np.testing.assert_allclose(post["worker_share"].sum("attribute").values, 1.0, rtol=1e-5)
     pairs = pd.read_csv(run_dir / "heldout_pairs.csv")
     np.testing.assert_array_equal(idata.observed_data["label"].values, pairs.label.to_numpy())
     assert idata.posterior_predictive["label"].shape[-1] == len(pairs)
@@ -42,9 +44,9 @@ def test_posterior_opens_with_named_dims(run_dir):
 
 def test_summary_forest_and_loo_work(run_dir):
     idata = az.from_netcdf(run_dir / "posterior.nc")
-    summary = az.summary(idata, var_names=["a_w"])
-    assert len(summary) == idata.posterior.sizes["worker"] * 3 and summary["r_hat"].notna().all()
-    axes = az.plot_forest(idata, var_names=["a_w"], combined=True)
+    summary = az.summary(idata, var_names=["a_w", "worker_share"])
+    assert len(summary) == idata.posterior.sizes["worker"] * 3 * 2 and summary["r_hat"].notna().all()
+    axes = az.plot_forest(idata, var_names=["worker_share"], combined=True)
     assert len(np.ravel(axes)) >= 1
     loo = az.loo(idata)
     assert np.isfinite(loo.elpd_loo) and loo.elpd_loo < 0
@@ -52,7 +54,7 @@ def test_summary_forest_and_loo_work(run_dir):
 
 def test_map_run_writes_a_point_posterior(tmp_path):
     main(["--dataset", "tiny", "--variant", "worker", "--map", "--K", "3", "--steps", "20", "--no-progress",
-          "--out", str(tmp_path)])
+          "--no-figures", "--out", str(tmp_path)])
     idata = az.from_netcdf(tmp_path / "posterior.nc")
     assert idata.posterior.sizes["chain"] == 1 and idata.posterior.sizes["draw"] == 1
     assert "log_likelihood" not in idata.groups()
