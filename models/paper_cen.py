@@ -38,6 +38,7 @@ from torch import nn
 from cen_bayes.crowd import CrowdData, Pairs
 from cen_bayes.splits import Split
 from models.energy import GAMMA, XI_N, XI_P, fit_threshold_scale, paper_pair_loss, weighted_distance
+from models.pair_method import PairMethod
 from models.point_training import train_minibatch
 
 VARIANTS = ("worker", "context", "mixture")
@@ -102,6 +103,15 @@ def context_encoder(n_images: int, K: int, hidden: int = 200) -> nn.Sequential:
     )
 
 
+def image_encoder(n_images: int, K: int, hidden: int = 200) -> nn.Sequential:
+    """f_ψ: one-hot(image) -> hidden ReLU -> K, linear so coordinates take either sign (supplement A).
+
+    Shared by the CEN and the attribute-blind baselines (Siamese, triplet, CSN),
+    so they differ only in their loss.
+    """
+    return nn.Sequential(OneHotLinear(n_images, hidden), nn.ReLU(), nn.Linear(hidden, K))
+
+
 class CENNetwork(nn.Module):
     """The three encoders of Fig. 2; only those the variant uses are built."""
 
@@ -118,8 +128,7 @@ class CENNetwork(nn.Module):
         )
         # p_θ: S-hot(grid image set) -> hidden ReLU -> hidden ReLU -> K ReLU
         self.context_encoder = None if variant == "worker" else context_encoder(n_images, K, hidden)
-        # f_ψ: one-hot(image) -> hidden ReLU -> K
-        self.image_encoder = nn.Sequential(OneHotLinear(n_images, hidden), nn.ReLU(), nn.Linear(hidden, K))
+        self.image_encoder = image_encoder(n_images, K, hidden)
 
     def activation(self, worker: torch.Tensor, sets: torch.Tensor | None) -> torch.Tensor:
         """a = a^w (eq. 3), a^g (eq. 4) or a^w + a^g (eq. 5); ``sets`` is each row's grid image set."""
@@ -145,7 +154,7 @@ def padded_grid_sets(data: CrowdData) -> torch.Tensor:
     return sets
 
 
-class PaperCEN:
+class PaperCEN(PairMethod):
     """CEN point estimate with the paper's architecture, loss (eq. 8) and training recipe.
 
     ``fit(data, split)`` trains on the pairs of ``split.train_hits``.
@@ -204,6 +213,7 @@ class PaperCEN:
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
         self.variant, self.K, self.hidden = variant, K, hidden
+        self.name = "paper-cen" if variant == "mixture" else f"paper-{variant}"
         self.epochs, self.batch_size, self.lr = epochs, batch_size, lr
         self.lambda1, self.lambda2 = lambda1, lambda2
         self.gamma, self.xi_p, self.xi_n = gamma, xi_p, xi_n
@@ -294,6 +304,11 @@ class PaperCEN:
         grid = torch.as_tensor(data.hits["grid"].to_numpy()[hit_index], dtype=torch.int64, device=self.device)
         sets = self._sets(data)
         return self.network_.activation(worker, None if sets is None else sets[grid]).cpu().numpy()
+
+    def hit_attribute_probabilities(self, data: CrowdData, hit_index) -> np.ndarray:
+        """(n, K) one-hot of each HIT's argmax activation: the paper's call of the attribute used."""
+        dims = self.hit_activations(data, hit_index).argmax(1)
+        return np.eye(self.K)[dims]
 
     # -------------------------------------------------------------- helpers
     def _sets(self, data: CrowdData) -> torch.Tensor | None:
