@@ -1,10 +1,14 @@
-"""Fit a Bayesian CEN on a split and score it: the part shared by the CLI and the benchmarks.
+"""Fit a method on a split and score it: the part shared by the CLI and the benchmarks.
 
-Held-out pairs are every pair of the held-out HITs (whole grids, §4.5);
-attribute retrieval compares each HIT's most probable dimension with the
-attribute the simulator says it used (§4.3), and the per-HIT ``uncertain``
-flag is scored against the simulator's noisy HITs, when that truth exists.
-The fit's own diagnostics (ELBO trace, PSIS k-hat) need no truth.
+``fit_and_evaluate`` runs the Bayesian CEN, ``evaluate_method`` any
+``PairMethod`` (baselines, the paper's point-estimate CEN); both end in
+``score``, so every method is measured the same way. Held-out pairs are
+every pair of the held-out HITs (whole grids, §4.5). When the simulator's
+truth exists: attribute retrieval compares each HIT's most probable
+dimension with the attribute it used (§4.3), the per-HIT ``uncertain`` flag
+is scored against its noisy HITs, and the embedding is clustered (K-means
+and a DP mixture) against each image's class (supplement F). The Bayesian
+fit's own diagnostics (ELBO trace, PSIS k-hat) need no truth.
 """
 
 from __future__ import annotations
@@ -17,27 +21,39 @@ import pyro
 import torch
 
 from cen_bayes.crowd import CrowdData, Pairs
-from cen_bayes.metrics import attribute_retrieval, noisy_hit_recovery, pair_scores
+from cen_bayes.metrics import (attribute_retrieval, cluster_embedding, clustering_scores, noisy_hit_recovery,
+                               pair_scores)
 from cen_bayes.splits import Split
 from inference import predict
 from inference.diagnostics import variational_diagnostics
 from inference.hit_uncertainty import hit_uncertainty
 from inference.fit import FitResult, fit_svi
 from models.cen import BayesianCEN
+from models.pair_method import PairMethod
 
 
 @dataclass
-class Evaluation:
-    metrics: dict  # fit settings and seconds, diagnostics, heldout scores; retrieval and noisy_hits when known
-    fit: FitResult
-    model: BayesianCEN
-    draws: list
+class Scored:
+    """What every method's run yields: the output files are written from this."""
+
+    metrics: dict  # settings, fit seconds, heldout scores; retrieval, noisy_hits, clustering when known
     test_pairs: Pairs
-    p_same: np.ndarray  # posterior predictive P(same) per test pair
-    p_attr: np.ndarray  # per HIT (data.hits order), P(attribute k used) (+ P(noise) for choice)
-    p_same_draws: np.ndarray  # (draws, test pairs): the same per posterior draw
-    p_attr_draws: np.ndarray  # (draws, HITs, K [+ 1])
-    hit_uncertainty: dict  # per HIT (data.hits order): entropy, p_unexplained, uncertain
+    p_same: np.ndarray  # P(same) per test pair (Bayesian: posterior predictive mean)
+    embedding: np.ndarray  # (n_images, K) coordinates (Bayesian: posterior mean)
+    embedding_sd: np.ndarray | None  # posterior sd; None for point estimates
+    p_attr: np.ndarray | None  # per HIT (data.hits order), P(dim k used) (+ P(noise) for choice); None if blind
+    hit_uncertainty: dict | None  # per HIT: entropy, p_unexplained, uncertain (with p_attr)
+
+
+@dataclass
+class Evaluation(Scored):
+    """A Bayesian CEN run: the scores plus what posterior.nc is built from."""
+
+    fit: FitResult | None = None
+    model: BayesianCEN | None = None
+    draws: list | None = None
+    p_same_draws: np.ndarray | None = None  # (draws, test pairs)
+    p_attr_draws: np.ndarray | None = None  # (draws, HITs, K [+ 1])
 
 
 def true_hits(sim, data: CrowdData) -> pd.DataFrame | None:
@@ -82,22 +98,77 @@ def fit_and_evaluate(data: CrowdData, split: Split, sim=None, *, variant: str = 
     test_pairs = data.pairs.subset(split.pair_masks(data)[1])
     p_same_draws = predict.pair_probability_draws(model, samples, data, test_pairs, scale)
     p_same = p_same_draws.mean(0)
-    metrics = {"variant": variant, "map": map_mode, "K": K, "steps": fit.steps, "lr": fit.lr, "seed": seed,
-               "device": str(model.label.device), "fit_seconds": fit.seconds,
-               "final_loss_per_pair": fit.losses[-1], "heldout": pair_scores(test_pairs.label.numpy(), p_same),
-               "n_train_hits": int(split.train_hits.sum()), "n_test_hits": int(split.test_hits.sum()),
+    metrics = {"method": "cen", "variant": variant, "map": map_mode, "K": K, "steps": fit.steps, "lr": fit.lr,
+               "seed": seed, "device": str(model.label.device), "fit_seconds": fit.seconds,
+               "final_loss_per_pair": fit.losses[-1],
                "diagnostics": variational_diagnostics(model, fit.guide, fit.losses, map_mode, psis_draws, seed)}
     if model.paper_loss:
         metrics["train_paper_loss"] = predict.paper_loss(model, samples[0])
     p_attr_draws = predict.attribute_probability_draws(model, samples, data)
-    p_attr = p_attr_draws.mean(0, dtype=np.float64)
-    retrieval = retrieval_metrics(sim, data, p_attr[:, :K].argmax(1))
-    if retrieval is not None:
-        metrics["attribute_retrieval"] = retrieval
-    uncertainty = hit_uncertainty(p_attr, K)
-    metrics["uncertain_share"] = float(uncertainty["uncertain"].mean())
-    truth = true_hits(sim, data)
-    if truth is not None:
-        metrics["noisy_hits"] = noisy_hit_recovery(uncertainty["uncertain"], truth["noise"])
-    return Evaluation(metrics, fit, model, samples, test_pairs, p_same, p_attr, p_same_draws, p_attr_draws,
-                      uncertainty)
+    mean, sd = predict.embedding_summary(samples)
+    scored = score(metrics, data, split, sim, test_pairs, p_same, mean, None if map_mode else sd,
+                   p_attr_draws.mean(0, dtype=np.float64), seed)
+    return Evaluation(**vars(scored), fit=fit, model=model, draws=samples, p_same_draws=p_same_draws,
+                      p_attr_draws=p_attr_draws)
+
+
+def evaluate_method(method: PairMethod, data: CrowdData, split: Split, sim=None, seed: int = 0) -> Scored:
+    """Fit a ``PairMethod`` on ``split.train_hits`` and score it like the Bayesian CEN."""
+    method.fit(data, split)
+    test_pairs = data.pairs.subset(split.pair_masks(data)[1])
+    p_attr = method.hit_attribute_probabilities(data, np.arange(data.n_hits))
+    metrics = {"method": method.name, "K": int(method.embedding_.shape[1]), "seed": seed,
+               "fit_seconds": method.fit_seconds_}
+    return score(metrics, data, split, sim, test_pairs, method.predict_proba(data, test_pairs), method.embedding_,
+                 method.embedding_sd_, p_attr, seed, flag_uncertain=False)
+
+
+def score(metrics: dict, data: CrowdData, split: Split, sim, test_pairs: Pairs, p_same: np.ndarray,
+          embedding: np.ndarray, embedding_sd: np.ndarray | None, p_attr: np.ndarray | None, seed: int,
+          flag_uncertain: bool = True) -> Scored:
+    """Add held-out, retrieval, uncertainty and clustering scores to ``metrics``.
+
+    ``flag_uncertain=False`` for methods whose p_attr is a hard call (the paper's
+    argmax): a one-hot row has no uncertainty to flag.
+    """
+    K = embedding.shape[1]
+    metrics.update({"heldout": pair_scores(test_pairs.label.numpy(), p_same),
+                    "n_train_hits": int(split.train_hits.sum()), "n_test_hits": int(split.test_hits.sum())})
+    uncertainty = None
+    if p_attr is not None:
+        retrieval = retrieval_metrics(sim, data, p_attr[:, :K].argmax(1))
+        if retrieval is not None:
+            metrics["attribute_retrieval"] = retrieval
+    if p_attr is not None and flag_uncertain:
+        uncertainty = hit_uncertainty(p_attr, K)
+        metrics["uncertain_share"] = float(uncertainty["uncertain"].mean())
+        truth = true_hits(sim, data)
+        if truth is not None:
+            metrics["noisy_hits"] = noisy_hit_recovery(uncertainty["uncertain"], truth["noise"])
+    clustering = clustering_metrics(sim, data, embedding, seed)
+    if clustering is not None:
+        metrics["clustering"] = clustering
+    return Scored(metrics, test_pairs, p_same, embedding, embedding_sd, p_attr, uncertainty)
+
+
+def image_classes(sim, data: CrowdData) -> np.ndarray | None:
+    """Each image's class (data.images order): its species where the simulation has them
+    (birds), else its combination of listed attribute levels; None without a simulation."""
+    if sim is None:
+        return None
+    levels = sim.image_attributes.set_axis(sim.image_attributes.index.astype(str))
+    levels = levels.reindex(np.asarray(data.images, dtype=str))
+    if "species" in levels:
+        return levels["species"].astype(str).to_numpy()
+    return levels[sim.attributes].astype(str).agg("-".join, axis=1).to_numpy()
+
+
+def clustering_metrics(sim, data: CrowdData, embedding: np.ndarray, seed: int = 0) -> dict | None:
+    """K-means and a DP mixture (as many clusters / components as classes) on the embedding,
+    scored by MCC, NMI and F1 against ``image_classes`` (supplement F)."""
+    classes = image_classes(sim, data)
+    if classes is None:
+        return None
+    n = len(np.unique(classes))
+    return {"n_classes": n, **{method: clustering_scores(classes, cluster_embedding(embedding, n, method, seed))
+                               for method in ("kmeans", "dpgmm")}}

@@ -26,7 +26,7 @@ import pandas as pd  # noqa: E402
 from sklearn.manifold import TSNE  # noqa: E402
 
 from cen_bayes.metrics import attribute_retrieval, reliability_table  # noqa: E402
-from inference.hit_uncertainty import UNCERTAIN_ABOVE, unexplained, hit_uncertainty as hit_flags  # noqa: E402
+from inference.hit_uncertainty import UNCERTAIN_ABOVE  # noqa: E402
 
 MAX_AXES = 10  # attribute-axis panels without ground truth
 NOISE_KINDS = ["none", "off_list", "one_group", "random"]
@@ -253,11 +253,9 @@ def hit_uncertainty(run) -> plt.Figure:
     """How many HITs does no single dim explain? With simulated noise, the
     flagged ones should be the noisy HITs. The counts are of the ``uncertain``
     flag, which also takes high-entropy HITs (``inference.hit_uncertainty``)."""
-    columns = [f"p_attr_{k}" for k in range(run.K)]
-    _need(run.hits is not None and set(columns) <= set(run.hits), "hits.csv has no p_attr_* columns")
-    p_attr = run.hits.filter(regex=r"^p_(attr_\d+|noise)$").to_numpy()
-    u = pd.Series(unexplained(p_attr, run.K), index=run.hits.index)
-    flagged = run.hits["uncertain"] if "uncertain" in run.hits else pd.Series(hit_flags(p_attr, run.K)["uncertain"])
+    _need(run.hits is not None and "p_unexplained" in run.hits,
+          "hits.csv has no per-HIT uncertainty (an attribute-blind or point-estimate method)")
+    u, flagged = run.hits["p_unexplained"], run.hits["uncertain"]
     if "true_noise" in run.hits:
         kinds = [k for k in NOISE_KINDS if k in set(run.hits["true_noise"])]
         kinds += sorted(set(run.hits["true_noise"].dropna()) - set(kinds))

@@ -26,11 +26,11 @@ from cen_bayes.crowd import CrowdData
 from cen_bayes.datasets import DATASETS, load_dataset
 from cen_bayes.posterior import write_netcdf
 from cen_bayes.splits import split_by_grid
-from inference import predict
 from inference.arviz_export import inference_data
-from inference.evaluate import fit_and_evaluate, true_hits
+from inference.evaluate import Scored, evaluate_method, fit_and_evaluate, true_hits
 from inference.report import write_report
 from models.cen import VARIANTS
+from models.methods import METHODS, make_method
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -38,7 +38,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--dataset", choices=sorted(DATASETS), help="a built-in simulated dataset (default retina)")
     source.add_argument("--data", help="your annotation table: CSV or Parquet with worker_id, grid_id, image_id, group")
-    parser.add_argument("--variant", choices=VARIANTS, default="choice")
+    parser.add_argument("--method", choices=METHODS, default="cen",
+                        help="cen: the Bayesian CEN (default); the others are the baselines (models/methods.py)")
+    parser.add_argument("--variant", choices=VARIANTS, default="choice", help="Bayesian CEN variant (--method cen)")
     parser.add_argument("--K", type=int, default=10, help="embedding / attribute dimensions")
     parser.add_argument("--map", action="store_true", help="MAP point estimate (mixture/worker/context: the paper's loss)")
     parser.add_argument("--steps", type=int, default=None, help="optimiser steps (default: 500 SVI, 200 MAP)")
@@ -76,16 +78,22 @@ def run(args) -> dict:
     n_train = int(split.pair_masks(data)[0].sum())
     print(f"{name}: {data.n_images} images, {data.n_workers} workers, {data.n_grids} grids, {data.n_hits} HITs, "
           f"{len(data.pairs):,} pairs ({n_train:,} for training)")
-    result = fit_and_evaluate(data, split, sim, variant=args.variant, K=args.K, map_mode=args.map,
-                              steps=args.steps, lr=args.lr, batch_hits=args.batch_hits, draws=args.draws,
-                              seed=args.seed, device=args.device, progress=not args.no_progress,
-                              checkpoint=out / "checkpoint.pt", resume=args.resume, psis_draws=args.psis_draws)
-    if result is None:  # stopped with Ctrl-C; the checkpoint is kept
-        sys.exit(130)
+    if args.method == "cen":
+        result = fit_and_evaluate(data, split, sim, variant=args.variant, K=args.K, map_mode=args.map,
+                                  steps=args.steps, lr=args.lr, batch_hits=args.batch_hits, draws=args.draws,
+                                  seed=args.seed, device=args.device, progress=not args.no_progress,
+                                  checkpoint=out / "checkpoint.pt", resume=args.resume, psis_draws=args.psis_draws)
+        if result is None:  # stopped with Ctrl-C; the checkpoint is kept
+            sys.exit(130)
+    else:
+        method = make_method(args.method, data, sim, K=args.K, seed=args.seed, device=args.device,
+                             progress=not args.no_progress)
+        result = evaluate_method(method, data, split, sim, seed=args.seed)
     metrics = {"dataset": name, **result.metrics}
     write_outputs(out, data, sim, split, result, metrics)
-    write_netcdf(inference_data(result.model, result.draws, data, split.train_hits, result.test_pairs,
-                                result.p_same_draws, result.p_attr_draws, seed=args.seed), out / "posterior.nc")
+    if args.method == "cen":
+        write_netcdf(inference_data(result.model, result.draws, data, split.train_hits, result.test_pairs,
+                                    result.p_same_draws, result.p_attr_draws, seed=args.seed), out / "posterior.nc")
     print_summary(metrics, out)
     if not args.no_figures:
         figures = write_report(out)
@@ -93,14 +101,17 @@ def run(args) -> dict:
     return metrics
 
 
-def write_outputs(out: Path, data, sim, split, result, metrics) -> None:
+def write_outputs(out: Path, data, sim, split, result: Scored, metrics) -> None:
     """hits.csv, heldout_pairs.csv, embeddings.csv, metrics.json; simulated data add the truth
-    as ``true_*`` columns (HIT attribute and noise kind, image levels) for the figures."""
-    test_pairs, p_attr, draws = result.test_pairs, result.p_attr, result.draws
-    K = draws[0].x.shape[-1]
+    as ``true_*`` columns (HIT attribute and noise kind, image levels) for the figures.
+    Attribute-blind methods have no p_attr columns, point estimates no sd columns."""
+    test_pairs, p_attr = result.test_pairs, result.p_attr
+    K = result.embedding.shape[1]
     hits = data.hits[["worker_id", "grid_id"]].assign(split=split.labels())
-    columns = [f"p_attr_{k}" for k in range(K)] + (["p_noise"] if p_attr.shape[1] > K else [])
-    hits = pd.concat([hits, pd.DataFrame(p_attr, columns=columns), pd.DataFrame(result.hit_uncertainty)], axis=1)
+    if p_attr is not None:
+        columns = [f"p_attr_{k}" for k in range(K)] + (["p_noise"] if p_attr.shape[1] > K else [])
+        hits = pd.concat([hits, pd.DataFrame(p_attr, columns=columns), pd.DataFrame(result.hit_uncertainty or {})],
+                         axis=1)
     truth = true_hits(sim, data)
     if truth is not None:
         hits = hits.assign(true_attribute=truth["attribute"], true_noise=truth["noise"])
@@ -110,10 +121,11 @@ def write_outputs(out: Path, data, sim, split, result, metrics) -> None:
         "image_i": data.images[test_pairs.i.numpy()], "image_j": data.images[test_pairs.j.numpy()],
         "label": test_pairs.label.numpy().astype(int), "p_same": result.p_same,
     }).to_csv(out / "heldout_pairs.csv", index=False)
-    mean, sd = predict.embedding_summary(draws)
     embedding = {"image_id": data.images}
     for k in range(K):
-        embedding[f"mean_{k}"], embedding[f"sd_{k}"] = mean[:, k], sd[:, k]
+        embedding[f"mean_{k}"] = result.embedding[:, k]
+        if result.embedding_sd is not None:
+            embedding[f"sd_{k}"] = result.embedding_sd[:, k]
     if sim is not None:
         levels = sim.image_attributes.set_axis(sim.image_attributes.index.astype(str))[sim.attributes]
         for name, column in levels.reindex(np.asarray(data.images, dtype=str)).items():
@@ -135,19 +147,24 @@ def print_summary(metrics: dict, out: Path) -> None:
         noisy = metrics["noisy_hits"]
         rows.append(("uncertain HITs", f"{metrics['uncertain_share']:.1%} flagged; simulated noisy HITs: "
                                        f"precision {noisy['precision']:.2f}, recall {noisy['recall']:.2f}"))
-    else:
+    elif "uncertain_share" in metrics:
         rows.append(("uncertain HITs", f"{metrics['uncertain_share']:.1%} flagged"))
-    diagnostics = metrics["diagnostics"]
-    if diagnostics["psis_khat"] is not None:
+    if "clustering" in metrics:
+        clu = metrics["clustering"]
+        rows.append(("clustering MCC", f"K-means {clu['kmeans']['mcc']:.3f}, DP mixture {clu['dpgmm']['mcc']:.3f} "
+                                       f"({clu['n_classes']} true classes)"))
+    diagnostics = metrics.get("diagnostics", {})
+    if diagnostics.get("psis_khat") is not None:
         rows.append(("PSIS k-hat", f"{diagnostics['psis_khat']:.2f}"))
     rows.append(("fit seconds", f"{metrics['fit_seconds']:.1f}"))
     width = max(len(r[0]) for r in rows)
     print()
     for key, value in rows:
         print(f"  {key:<{width}}  {value}")
-    if diagnostics["warning"]:
+    if diagnostics.get("warning"):
         print(f"\n  warning: {diagnostics['warning']}")
-    print(f"\nwrote {out}/ (hits.csv, heldout_pairs.csv, embeddings.csv, metrics.json, posterior.nc)")
+    files = ", ".join(sorted(path.name for path in out.iterdir() if path.suffix in (".csv", ".json", ".nc")))
+    print(f"\nwrote {out}/ ({files})")
 
 
 def main(argv=None) -> None:

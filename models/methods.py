@@ -1,0 +1,41 @@
+"""Every method ``python -m inference.svi --method NAME`` can fit, by name.
+
+``cen`` (the Bayesian CEN) has its own path (``inference.evaluate``); the
+others are ``PairMethod``s built here, so the CLI and the benchmarks make
+them the same way.
+"""
+
+from __future__ import annotations
+
+from cen_bayes.crowd import CrowdData
+from models.pair_method import PairMethod
+from models.paper_cen import PaperCEN
+
+METHODS = ("cen", "bcc", "siamese", "triplet", "csn", "paper-cen", "paper-worker", "paper-context")
+PAPER_VARIANTS = {"paper-cen": "mixture", "paper-worker": "worker", "paper-context": "context"}
+
+
+def make_method(name: str, data: CrowdData, sim=None, *, K: int = 10, seed: int = 0, device: str = "cpu",
+                progress: bool = True) -> PairMethod:
+    """The baseline ``name`` with its defaults. ``csn`` is an oracle: it is given the attribute
+    each HIT truly used, so it exists only for simulated data (``sim``)."""
+    if name in PAPER_VARIANTS:
+        return PaperCEN(PAPER_VARIANTS[name], K=K, seed=seed, device=device, progress=progress)
+    if name == "bcc":
+        from models.bcc import BayesianCrowdClustering
+        return BayesianCrowdClustering(K=K, seed=seed, device=device, progress=progress)
+    if name == "siamese":
+        from models.siamese import Siamese
+        return Siamese(K=K, seed=seed, device=device, progress=progress)
+    if name == "triplet":
+        from models.triplet import Triplet
+        return Triplet(K=K, seed=seed, device=device, progress=progress)
+    if name == "csn":
+        if sim is None:
+            raise ValueError("csn is an oracle: it needs the attribute each HIT used, known only for the "
+                             "built-in simulated datasets (--dataset)")
+        from inference.evaluate import true_hits
+        from models.csn import CSNOracle
+        return CSNOracle(true_hits(sim, data)["attribute"].to_numpy(), K=K, seed=seed, device=device,
+                         progress=progress)
+    raise ValueError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
