@@ -30,7 +30,7 @@ from inference.arviz_export import inference_data
 from inference.evaluate import Scored, evaluate_method, fit_and_evaluate, true_hits
 from inference.report import write_report
 from models.cen import VARIANTS
-from models.methods import METHODS, make_method
+from models.methods import METHODS, OracleError, make_method
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -171,7 +171,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     try:
         run(args)
-    except AnnotationError as err:
+    except (AnnotationError, OracleError) as err:
         raise SystemExit(f"error: {err}") from None
 
 

@@ -12,6 +12,13 @@ from models.pair_method import PairMethod
 from models.paper_cen import PaperCEN
 
 METHODS = ("cen", "bcc", "siamese", "triplet", "csn", "paper-cen", "paper-worker", "paper-context")
+
+
+class OracleError(ValueError):
+    """An oracle method was asked for on data without the truth it needs."""
+
+
+
 PAPER_VARIANTS = {"paper-cen": "mixture", "paper-worker": "worker", "paper-context": "context"}
 
 
@@ -32,7 +39,7 @@ def make_method(name: str, data: CrowdData, sim=None, *, K: int = 10, seed: int 
         return Triplet(K=K, seed=seed, device=device, progress=progress)
     if name == "csn":
         if sim is None:
-            raise ValueError("csn is an oracle: it needs the attribute each HIT used, known only for the "
+            raise OracleError("csn is an oracle: it needs the attribute each HIT used, known only for the "
                              "built-in simulated datasets (--dataset)")
         from inference.evaluate import true_hits
         from models.csn import CSNOracle

@@ -55,3 +55,26 @@ def test_cli_bad_data_is_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         main(["--data", str(bad), "--out", str(tmp_path / "o")])
     assert "missing column(s) group" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_cli_baseline_method(tmp_path):
+    main(["--dataset", "tiny", "--method", "paper-worker", "--K", "4", "--no-progress", "--no-figures",
+          "--out", str(tmp_path)])
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["method"] == "paper-worker" and metrics["heldout"]["accuracy"] > metrics["heldout"]["majority_accuracy"]
+    assert {"kmeans", "dpgmm"} <= set(metrics["clustering"]) and -1 <= metrics["clustering"]["kmeans"]["mcc"] <= 1
+    hits = pd.read_csv(tmp_path / "hits.csv")
+    np.testing.assert_allclose(hits.filter(like="p_attr_").sum(axis=1), 1.0)  # the paper's argmax call, one-hot
+    assert "uncertain" not in hits  # a hard call has no uncertainty to flag
+    emb = pd.read_csv(tmp_path / "embeddings.csv")
+    assert list(emb.columns[:3]) == ["image_id", "mean_0", "mean_1"]  # a point estimate: no sd columns
+    assert not (tmp_path / "posterior.nc").exists()
+
+
+def test_cli_csn_needs_simulated_truth(tmp_path, capsys):
+    data = tmp_path / "mine.csv"
+    pd.DataFrame({"worker_id": ["w"] * 3, "grid_id": ["g"] * 3, "image_id": ["a", "b", "c"],
+                  "group": [1, 1, 2]}).to_csv(data, index=False)
+    with pytest.raises(SystemExit) as info:
+        main(["--data", str(data), "--method", "csn", "--out", str(tmp_path / "o")])
+    assert "csn is an oracle" in str(info.value) and "\n" not in str(info.value)
