@@ -18,31 +18,31 @@ class OracleError(ValueError):
     """An oracle method was asked for on data without the truth it needs."""
 
 
-
 PAPER_VARIANTS = {"paper-cen": "mixture", "paper-worker": "worker", "paper-context": "context"}
 
 
 def make_method(name: str, data: CrowdData, sim=None, *, K: int = 10, seed: int = 0, device: str = "cpu",
-                progress: bool = True) -> PairMethod:
-    """The baseline ``name`` with its defaults. ``csn`` is an oracle: it is given the attribute
-    each HIT truly used, so it exists only for simulated data (``sim``)."""
+                progress: bool = True, **options) -> PairMethod:
+    """The baseline ``name`` with its defaults, overridden by ``options`` (constructor keywords,
+    e.g. ``epochs``). ``csn`` is an oracle: it is given the attribute each HIT truly used, so it
+    exists only for simulated data (``sim``)."""
+    common = dict(K=K, seed=seed, device=device, progress=progress, **options)
     if name in PAPER_VARIANTS:
-        return PaperCEN(PAPER_VARIANTS[name], K=K, seed=seed, device=device, progress=progress)
+        return PaperCEN(PAPER_VARIANTS[name], **common)
     if name == "bcc":
         from models.bcc import BayesianCrowdClustering
-        return BayesianCrowdClustering(K=K, seed=seed, device=device, progress=progress)
+        return BayesianCrowdClustering(**common)
     if name == "siamese":
         from models.siamese import Siamese
-        return Siamese(K=K, seed=seed, device=device, progress=progress)
+        return Siamese(**common)
     if name == "triplet":
         from models.triplet import Triplet
-        return Triplet(K=K, seed=seed, device=device, progress=progress)
+        return Triplet(**common)
     if name == "csn":
         if sim is None:
             raise OracleError("csn is an oracle: it needs the attribute each HIT used, known only for the "
                              "built-in simulated datasets (--dataset)")
         from inference.evaluate import true_hits
         from models.csn import CSNOracle
-        return CSNOracle(true_hits(sim, data)["attribute"].to_numpy(), K=K, seed=seed, device=device,
-                         progress=progress)
+        return CSNOracle(true_hits(sim, data)["attribute"].to_numpy(), **common)
     raise ValueError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
