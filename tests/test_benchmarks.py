@@ -2,7 +2,8 @@
 
 import pandas as pd
 
-from benchmarks import cen_fit, diagnostics
+from benchmarks import cen_fit, diagnostics, methods
+from models.methods import METHODS
 
 
 def test_cen_fit_smoke(tmp_path):
@@ -23,3 +24,12 @@ def test_diagnostics_smoke(tmp_path):
     assert frame[["psis_khat", "precision", "recall", "uncertain_share"]].notna().all().all()
     assert frame.loc[0, "flagged_one_group"] == 1.0  # a one-group HIT is never explained by one attribute
     assert "noisy HITs" in (tmp_path / "diagnostics.md").read_text()
+
+
+def test_methods_smoke(tmp_path):
+    methods.main(["--smoke", "--datasets", "tiny", "--out", str(tmp_path)])
+    frame = pd.read_csv(tmp_path / "methods.csv")
+    assert list(frame.method) == list(METHODS)
+    assert frame[["accuracy", "nll", "kmeans_mcc", "fit_seconds"]].notna().all().all()
+    assert frame.loc[frame.method == "siamese", "retrieval_mean"].isna().all()  # attribute-blind
+    assert "## tiny" in (tmp_path / "methods.md").read_text()
