@@ -18,8 +18,23 @@ import torch
 from cen_bayes.annotations import read_annotations
 
 
+class ParallelTensors:
+    """A dataclass of equal-length 1-D tensors, one entry per item, selected and moved together
+    (what the shared training loop batches: ``Pairs`` here, ``models.triplets.Triplets``)."""
+
+    def __len__(self) -> int:
+        return getattr(self, fields(self)[0].name).shape[0]
+
+    def subset(self, index):
+        """The items selected by a boolean mask, an index tensor or a slice."""
+        return type(self)(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
+
+    def to(self, device):
+        return type(self)(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+
+
 @dataclass
-class Pairs:
+class Pairs(ParallelTensors):
     """Pairwise labels as parallel 1-D tensors, one entry per pair (w, g, i, j, l)."""
 
     worker: torch.Tensor  # int64 worker code
@@ -28,16 +43,6 @@ class Pairs:
     i: torch.Tensor  # int64 image code, first image of the pair
     j: torch.Tensor  # int64 image code, second image
     label: torch.Tensor  # float32, 1.0 when the worker put i and j in one group
-
-    def __len__(self) -> int:
-        return self.label.shape[0]
-
-    def subset(self, index) -> "Pairs":
-        """Pairs selected by a boolean mask or an index tensor."""
-        return Pairs(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
-
-    def to(self, device) -> "Pairs":
-        return Pairs(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
 
 
 @dataclass

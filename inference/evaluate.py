@@ -67,7 +67,6 @@ def true_hits(sim, data: CrowdData) -> pd.DataFrame | None:
     return pd.DataFrame({"attribute": used.to_numpy(dtype=object), "noise": merged["noise"].to_numpy()})
 
 
-
 def retrieval_metrics(sim, data: CrowdData, predicted_dim: np.ndarray) -> dict | None:
     """Attribute retrieval (paper Fig. 4) of a per-HIT predicted dimension, or None without truth."""
     truth = true_hits(sim, data)

@@ -25,11 +25,11 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from sklearn.manifold import TSNE  # noqa: E402
 
+from cen_bayes.datasets import NOISE_KINDS  # noqa: E402
 from cen_bayes.metrics import attribute_retrieval, reliability_table  # noqa: E402
 from inference.hit_uncertainty import UNCERTAIN_ABOVE  # noqa: E402
 
 MAX_AXES = 10  # attribute-axis panels without ground truth
-NOISE_KINDS = ["none", "off_list", "one_group", "random"]
 IDS = {column: str for column in ["worker_id", "grid_id", "image_id", "image_i", "image_j"]}  # as in posterior.nc
 
 
@@ -257,7 +257,7 @@ def hit_uncertainty(run) -> plt.Figure:
           "hits.csv has no per-HIT uncertainty (an attribute-blind or point-estimate method)")
     u, flagged = run.hits["p_unexplained"], run.hits["uncertain"]
     if "true_noise" in run.hits:
-        kinds = [k for k in NOISE_KINDS if k in set(run.hits["true_noise"])]
+        kinds = [k for k in ("none",) + NOISE_KINDS if k in set(run.hits["true_noise"])]
         kinds += sorted(set(run.hits["true_noise"].dropna()) - set(kinds))
         groups = {f"true noise: {k}": run.hits["true_noise"] == k for k in kinds}
     else:

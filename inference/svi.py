@@ -85,15 +85,14 @@ def run(args) -> dict:
                                   checkpoint=out / "checkpoint.pt", resume=args.resume, psis_draws=args.psis_draws)
         if result is None:  # stopped with Ctrl-C; the checkpoint is kept
             sys.exit(130)
+        write_netcdf(inference_data(result.model, result.draws, data, split.train_hits, result.test_pairs,
+                                    result.p_same_draws, result.p_attr_draws, seed=args.seed), out / "posterior.nc")
     else:
         method = make_method(args.method, data, sim, K=args.K, seed=args.seed, device=args.device,
                              progress=not args.no_progress)
         result = evaluate_method(method, data, split, sim, seed=args.seed)
     metrics = {"dataset": name, **result.metrics}
     write_outputs(out, data, sim, split, result, metrics)
-    if args.method == "cen":
-        write_netcdf(inference_data(result.model, result.draws, data, split.train_hits, result.test_pairs,
-                                    result.p_same_draws, result.p_attr_draws, seed=args.seed), out / "posterior.nc")
     print_summary(metrics, out)
     if not args.no_figures:
         figures = write_report(out)

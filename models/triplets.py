@@ -14,32 +14,23 @@ exactly what these baselines cannot model.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from cen_bayes.crowd import Pairs
+from cen_bayes.crowd import Pairs, ParallelTensors
 from models.energy import weighted_norm
 
 
 @dataclass
-class Triplets:
+class Triplets(ParallelTensors):
     """(anchor, positive, negative) image codes as parallel int64 tensors, plus the HIT they come from."""
 
     hit: torch.Tensor  # HIT code (row of CrowdData.hits); CSN reads its condition from it
     anchor: torch.Tensor
     positive: torch.Tensor  # same group as the anchor in that HIT
     negative: torch.Tensor  # another group of the same HIT
-
-    def __len__(self) -> int:
-        return self.anchor.shape[0]
-
-    def subset(self, index) -> "Triplets":
-        return Triplets(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
-
-    def to(self, device) -> "Triplets":
-        return Triplets(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
 
 
 def sample_triplets(pairs: Pairs, n_negatives: int = 1, seed: int = 0) -> Triplets:
