@@ -84,11 +84,12 @@ def variational_diagnostics(model, guide, losses: list[float], map_mode: bool, n
     """What ``metrics.json`` reports about the fit: its ELBO trace, k-hat and warning.
 
     ``losses`` are the fit's −ELBO per training pair (for MAP: −log joint,
-    the ELBO of a point guide). MAP has no spread to check, so no k-hat.
+    the ELBO of a point guide). MAP has no spread to check, so no k-hat;
+    ``n_draws=0`` skips it too (benchmarks that only score predictions).
     """
     steps, values = thinned_trace([-loss for loss in losses])
     out = {"elbo_step": steps, "elbo_per_pair": values, "psis_khat": None, "psis_draws": 0, "warning": None}
-    if not map_mode:
+    if not map_mode and n_draws > 0:
         khat = pareto_khat(importance_log_ratios(model, guide, n_draws, seed))
         out.update(psis_khat=khat, psis_draws=n_draws, warning=khat_warning(khat))
     return out

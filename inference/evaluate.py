@@ -29,6 +29,7 @@ from inference.diagnostics import variational_diagnostics
 from inference.hit_uncertainty import hit_uncertainty
 from inference.fit import FitResult, fit_svi
 from models.cen import BayesianCEN
+from models.energy import GAMMA
 from models.pair_method import PairMethod
 
 
@@ -74,6 +75,8 @@ def retrieval_metrics(sim, data: CrowdData, predicted_dim: np.ndarray) -> dict |
         return None
     result = attribute_retrieval(truth["attribute"], predicted_dim, attributes=sim.attributes)
     return {"per_attribute_accuracy": result.per_attribute_accuracy.to_dict(),
+            "confusion": {a: row.tolist() for a, row in result.confusion.iterrows()},
+            "confusion_dims": [int(k) for k in result.confusion.columns],
             "mean_accuracy": result.mean_accuracy, "row_entropy": result.row_entropy.to_dict(),
             "assignment": {k: int(v) for k, v in result.assignment.items()}}
 
@@ -82,10 +85,11 @@ def fit_and_evaluate(data: CrowdData, split: Split, sim=None, *, variant: str = 
                      map_mode: bool = False, steps: int | None = None, lr: float | None = None,
                      batch_hits: int | None = None, draws: int = 100, seed: int = 0, device: str = "cpu",
                      progress: bool = True, checkpoint=None, resume: bool = False,
-                     psis_draws: int = 200) -> Evaluation | None:
+                     psis_draws: int = 200, gamma: float = GAMMA) -> Evaluation | None:
     """Fit on ``split.train_hits``, predict its test HITs; None when the fit was interrupted."""
     pyro.set_rng_seed(seed)  # the context network's initial weights come from torch's global generator
-    model = BayesianCEN(data, split.train_hits, K=K, variant=variant, paper_loss=map_mode and variant != "choice")
+    model = BayesianCEN(data, split.train_hits, K=K, variant=variant, paper_loss=map_mode and variant != "choice",
+                        gamma=gamma)
     fit = fit_svi(model, map_mode=map_mode, steps=steps, lr=lr, batch_hits=batch_hits, seed=seed, device=device,
                   progress=progress, checkpoint=checkpoint, resume=resume)
     if fit.interrupted:
@@ -97,7 +101,7 @@ def fit_and_evaluate(data: CrowdData, split: Split, sim=None, *, variant: str = 
     test_pairs = data.pairs.subset(split.pair_masks(data)[1])
     p_same_draws = predict.pair_probability_draws(model, samples, data, test_pairs, scale)
     p_same = p_same_draws.mean(0)
-    metrics = {"method": "cen", "variant": variant, "map": map_mode, "K": K, "steps": fit.steps, "lr": fit.lr,
+    metrics = {"method": "cen", "variant": variant, "map": map_mode, "K": K, "gamma": gamma, "steps": fit.steps, "lr": fit.lr,
                "seed": seed, "device": str(model.label.device), "fit_seconds": fit.seconds,
                "final_loss_per_pair": fit.losses[-1],
                "diagnostics": variational_diagnostics(model, fit.guide, fit.losses, map_mode, psis_draws, seed)}

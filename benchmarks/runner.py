@@ -1,0 +1,179 @@
+"""One fit of one method on one simulated dataset, as a picklable job, and a pool that runs many.
+
+Every benchmark is a list of ``Job``s: the same data (seeded simulation), the
+same split (15 % of grids held out whole, §4.5), an optional nested training
+fraction (Fig. 9), one method, scored by ``inference.evaluate.score``. Jobs
+run in worker processes (``--jobs``), each with its own torch thread count,
+so fit seconds within one run are measured under the same conditions; a
+fresh process per job (``fresh=True``) also makes its peak memory its own.
+Rows are appended to the results CSV as jobs finish, so an interrupted run
+keeps what it measured and ``--resume`` skips it.
+
+Method names: every ``models.methods.METHODS`` baseline, ``cen-<variant>``
+(the Bayesian CEN: choice, mixture, context, worker) and ``map-<variant>``
+(its MAP mode, whose objective is the paper's eq. 8).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import multiprocessing
+import resource
+import sys
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from models.energy import GAMMA
+
+RESULTS = Path(__file__).resolve().parent / "results"
+# The paper's embedding sizes (supplement A, §4.4, §F): CELEBA 4 (four listed attributes),
+# RETINA 10 (attributes unknown), BIRDS 4; every method on a dataset uses the same K.
+PAPER_K = {"celeba": 4, "retina": 10, "birds": 4, "tiny": 4}
+BAYES = ("cen-choice", "cen-mixture", "cen-context", "cen-worker", "map-mixture")
+BASELINES = ("bcc", "siamese", "triplet", "csn", "paper-cen", "paper-worker", "paper-context")
+ALL_METHODS = BAYES + BASELINES
+KEYS = ("dataset", "seed", "fraction", "method", "K", "gamma")
+
+
+@dataclass(frozen=True)
+class Job:
+    dataset: str
+    seed: int
+    method: str
+    fraction: float = 1.0  # nested share of the training grids kept (learning curves)
+    K: int | None = None  # None: the paper's K for the dataset
+    gamma: float | None = None  # None: the method's default positive weight
+    smoke: bool = False  # tiny sizes and few steps: checks the code runs
+    device: str = "cpu"
+    threads: int = 1
+
+    @property
+    def k(self) -> int:
+        return self.K or PAPER_K.get(self.dataset, 10)
+
+    @property
+    def gamma_value(self) -> float:
+        return GAMMA if self.gamma is None else self.gamma
+
+
+@functools.lru_cache(maxsize=2)
+def _load(dataset: str, seed: int, smoke: bool):
+    from cen_bayes.crowd import CrowdData
+    from cen_bayes.datasets import load_dataset
+    from cen_bayes.splits import split_by_grid
+    sim = load_dataset(dataset, seed=seed, **({"n_grids": 60} if smoke else {}))
+    data = CrowdData.from_source(sim.table, name=f"simulated {dataset}")
+    return sim, data, split_by_grid(data, 0.15, seed=seed)
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def run_job(job: Job) -> dict:
+    """Fit and score one job; a flat row of the results table."""
+    from cen_bayes.splits import training_fraction
+    from inference.evaluate import evaluate_method, fit_and_evaluate
+    from models.methods import make_method
+
+    torch.set_num_threads(job.threads)
+    sim, data, split = _load(job.dataset, job.seed, job.smoke)
+    if job.fraction < 1:
+        split = training_fraction(data, split, job.fraction, seed=job.seed)
+    gamma = job.gamma_value
+    rss_before = _peak_rss_mb()
+    if job.device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    kind, _, variant = job.method.partition("-")
+    if kind in ("cen", "map"):
+        result = fit_and_evaluate(data, split, sim, variant=variant, K=job.k, map_mode=kind == "map",
+                                  steps=20 if job.smoke else None, draws=10 if job.smoke else 100, psis_draws=0,
+                                  seed=job.seed, device=job.device, progress=False, gamma=gamma)
+    else:
+        options = {"gamma": gamma} if kind == "paper" else {}
+        if job.smoke:
+            options.update({"steps": 20} if job.method == "bcc" else {"epochs": 1})
+        method = make_method(job.method, data, sim, K=job.k, seed=job.seed, device=job.device, progress=False,
+                             **options)
+        result = evaluate_method(method, data, split, sim, seed=job.seed)
+        if kind == "paper":
+            with torch.no_grad():
+                train = data.pairs.subset(split.pair_masks(data)[0])
+                result.metrics["train_paper_loss"] = method.loss(data, train).item()
+    m = result.metrics
+    retrieval = m.get("attribute_retrieval", {})
+    clustering = m.get("clustering", {})
+    p_attr = result.p_attr
+    row = {**{k: v for k, v in asdict(job).items() if k in KEYS}, "K": job.k, "gamma": gamma,
+           "n_train_hits": m["n_train_hits"], "n_train_pairs": int(split.pair_masks(data)[0].sum()),
+           **{k: m["heldout"][k] for k in ("accuracy", "nll", "ece", "brier", "majority_accuracy")},
+           "retrieval_mean": retrieval.get("mean_accuracy", np.nan),
+           "retrieval_json": json.dumps({k: retrieval[k] for k in ("confusion", "confusion_dims",
+                                                                    "per_attribute_accuracy", "row_entropy")})
+           if retrieval else "",
+           # posterior mean share of HITs on each dim (Fig. S4): what the K ablation reads
+           "dim_share_json": json.dumps(np.round(p_attr[:, :job.k].mean(0), 5).tolist()) if p_attr is not None else "",
+           **{f"{how}_{score}": clustering.get(how, {}).get(score, np.nan)
+              for how in ("kmeans", "dpgmm") for score in ("mcc", "nmi", "f1")},
+           "train_paper_loss": m.get("train_paper_loss", np.nan),
+           "fit_seconds": m["fit_seconds"], "peak_rss_mb": _peak_rss_mb(),
+           "fit_rss_growth_mb": _peak_rss_mb() - rss_before,
+           "cuda_peak_mb": torch.cuda.max_memory_allocated() / 2**20 if job.device.startswith("cuda") else np.nan,
+           "threads": job.threads, "device": job.device}
+    return row
+
+
+def run_jobs(jobs: list[Job], csv: Path, n_jobs: int = 1, fresh: bool = False, resume: bool = False) -> pd.DataFrame:
+    """Run ``jobs`` in ``n_jobs`` worker processes, appending each row to ``csv`` as it lands.
+
+    ``fresh``: one process per job (peak memory is the job's own). ``resume``:
+    keep the rows already in ``csv`` and skip their jobs.
+    """
+    csv = Path(csv)
+    csv.parent.mkdir(parents=True, exist_ok=True)
+    done = pd.read_csv(csv) if resume and csv.exists() else pd.DataFrame()
+    rows = done.to_dict("records")
+    seen = {_key(r) for r in rows}
+    todo = [job for job in jobs if _key({**asdict(job), "K": job.k, "gamma": job.gamma_value}) not in seen]
+    if len(todo) < len(jobs):
+        print(f"resuming: {len(jobs) - len(todo)} of {len(jobs)} jobs already in {csv}", flush=True)
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(n_jobs, mp_context=context, max_tasks_per_child=1 if fresh else None) as pool:
+        futures = {pool.submit(run_job, job): job for job in todo}
+        for n, future in enumerate(as_completed(futures), 1):
+            row = future.result()
+            rows.append(row)
+            pd.DataFrame(rows).to_csv(csv, index=False, float_format="%.5g")
+            print(f"[{n}/{len(todo)}] {row['dataset']} seed {row['seed']} frac {row['fraction']:g} "
+                  f"{row['method']:13s} acc {row['accuracy']:.3f} nll {row['nll']:.3f} "
+                  f"fit {row['fit_seconds']:.1f}s", file=sys.stderr, flush=True)
+    return pd.DataFrame(rows)
+
+
+def _key(row: dict) -> tuple:
+    gamma = row.get("gamma")
+    gamma = None if gamma is None or (isinstance(gamma, float) and np.isnan(gamma)) else float(gamma)
+    return (row["dataset"], int(row["seed"]), float(row["fraction"]), row["method"], int(row["K"]), gamma)
+
+
+def mean_sd(frame: pd.DataFrame, column: str, by: list[str], digits: int = 3) -> pd.Series:
+    """'mean ± sd' (sd only with more than one seed) of ``column`` per group."""
+    grouped = frame.groupby(by, sort=False)[column]
+    mean, sd, n = grouped.mean(), grouped.std(), grouped.count()
+    return pd.Series(["" if np.isnan(m) else f"{m:.{digits}f}" + (f" ± {s:.{digits}f}" if c > 1 else "")
+                      for m, s, c in zip(mean, sd, n)], index=mean.index)
+
+
+def write_results(frame: pd.DataFrame, report: str, out, stem: str) -> None:
+    """A benchmark's results: ``<stem>.csv`` (one row per fit) and ``<stem>.md`` (the tables) in ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(out / f"{stem}.csv", index=False, float_format="%.4f")
+    (out / f"{stem}.md").write_text(report)
+    print(f"wrote {out / f'{stem}.csv'} and {out / f'{stem}.md'}")
