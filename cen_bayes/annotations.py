@@ -5,13 +5,39 @@ The table is long: one row per image shown in a HIT, with columns
 learns comes from these four columns, so a malformed row must stop the run
 with one line that says what is wrong and where, instead of being silently
 dropped or turned into wrong pairs.
+
+Rules, each with its reason:
+
+* all four columns are required; a missing one is reported with the closest
+  column found (a misspelling is the usual cause);
+* no value may be missing or blank: a row without a worker, grid, image or
+  group cannot be placed in any pair;
+* one column holds one kind of value: all text or all numbers (ints and
+  floats may mix, since 7 and 7.0 are one id). A column holding both 7 and
+  '7', or True and 1, would silently split or merge workers, grids, images or
+  groups, so it is an error; lists, arrays and other nested values are never
+  ids. CSV ids are read as text and compared as text ('007', '7' and '7.0'
+  are three different ids);
+* an image appears at most once in a HIT, and a HIT has at least two images
+  (one image gives no pair);
+* a CSV file must be UTF-8: guessing another encoding would silently turn
+  ids into different ids.
+
+HITs that put every image in one group, or every image in a group of its
+own, are legitimate (if odd) crowd behaviour: they are kept and counted
+(``cen_bayes.crowd.odd_hit_counts``), never dropped.
 """
 
 from __future__ import annotations
 
+import difflib
+import warnings
+from numbers import Number
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+from pandas.api.types import infer_dtype
 
 REQUIRED_COLUMNS = ("worker_id", "grid_id", "image_id", "group")
 
@@ -51,12 +77,84 @@ def _read_file(path: Path, where: str) -> pd.DataFrame:
         raise AnnotationError(f"{where}: file is empty (expected columns {', '.join(REQUIRED_COLUMNS)})")
     try:
         if _is_csv(path):
-            # ids stay strings: '007' and '7' are different workers
-            return pd.read_csv(path, dtype=str, keep_default_na=True)
+            # ids stay strings: '007' and '7' are different workers. index_col=False: a first row with
+            # one field too many must not silently turn worker_id into the index and shift every column
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", pd.errors.ParserWarning)
+                return pd.read_csv(path, dtype=str, keep_default_na=True, index_col=False)
         return pd.read_parquet(path)
+    except UnicodeDecodeError as err:
+        raise AnnotationError(_not_utf8(path, where)) from err
+    except pd.errors.ParserWarning as err:
+        raise AnnotationError(f"{where}: the first data row has more fields than the header has columns") from err
+    except pd.errors.EmptyDataError as err:  # only blank lines
+        raise AnnotationError(f"{where}: file is empty (expected columns {', '.join(REQUIRED_COLUMNS)})") from err
     except Exception as err:  # any parser failure is the user's file, not our bug
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise AnnotationError(f"{where}: cannot read file ({reason})") from err
+
+
+def _not_utf8(path: Path, where: str) -> str:
+    """Where the first byte that is not UTF-8 is, as a file line (the parser's own offset is per chunk)."""
+    raw = path.read_bytes()
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        return (f"{where} line {line}: byte 0x{raw[err.start]:02x} at offset {err.start} is not UTF-8 "
+                "(save the file as UTF-8)")
+    return f"{where}: not UTF-8 text (save the file as UTF-8)"
+
+
+def _missing_columns(table: pd.DataFrame, missing: list[str], where: str) -> str:
+    """Name the missing columns, what was found and, for each, the closest unused column found."""
+    found = [str(c) for c in table.columns]
+    spare = {c.strip().lower(): c for c in found if c not in REQUIRED_COLUMNS}
+    hints = []
+    for column in missing:
+        close = difflib.get_close_matches(column, list(spare), n=1, cutoff=0.6)
+        if close:
+            hints.append(f"{spare[close[0]]!r} for {column}")
+    hint = f"; did you mean {', '.join(hints)}?" if hints else ""
+    return f"{where}: missing column(s) {', '.join(missing)} (found: {', '.join(found) or 'none'}){hint}"
+
+
+def _kind(value) -> str:
+    """The kind of an id for the one-kind-per-column rule: bool is not a number (True == 1)."""
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, (bool, np.bool_)):
+        return "boolean"
+    if isinstance(value, Number):
+        return "number"
+    return type(value).__name__
+
+
+def _short(value) -> str:
+    text = " ".join(repr(value).split())
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _check_kinds(values: pd.Series, column: str, where: str, line_offset: int) -> None:
+    """Raise if ``values`` mix kinds (7 and '7') or hold nested values; C-speed unless there is a problem."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        values = values.astype(object)
+    if infer_dtype(values, skipna=True) not in ("mixed", "mixed-integer", "unknown-array"):
+        return
+    rows = values.notna().to_numpy().nonzero()[0]  # positions; nested values count as present
+    present = values.to_numpy(dtype=object)[rows]
+    kinds = [_kind(v) for v in present]  # error path only
+    for row, value, kind in zip(rows, present, kinds):
+        if kind not in ("text", "number", "boolean", "bytes"):
+            raise AnnotationError(f"{where} {_locate([row], line_offset)}, column {column}: {_short(value)} is a "
+                                  f"nested value ({kind}); values must be plain text or numbers")
+    other = next((k for k in range(len(kinds)) if kinds[k] != kinds[0]), None)
+    if other is None:  # pandas saw a mix our rule allows (e.g. Fraction and int: both numbers)
+        return
+    raise AnnotationError(
+        f"{where} {_locate([rows[other]], line_offset)}, column {column}: {_short(present[other])} is "
+        f"{kinds[other]} but {_short(present[0])} ({_locate([rows[0]], line_offset)}) is {kinds[0]}; "
+        "use one kind per column, else e.g. 7 and '7' count as two different values")
 
 
 def _locate(rows, line_offset: int) -> str:
@@ -73,10 +171,14 @@ def validate(table: pd.DataFrame, where: str = "annotation table", line_offset: 
     """Raise AnnotationError for the first problem found; return None if the table is usable."""
     missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
     if missing:
-        found = ", ".join(map(str, table.columns)) or "none"
-        raise AnnotationError(f"{where}: missing column(s) {', '.join(missing)} (found: {found})")
+        raise AnnotationError(_missing_columns(table, missing, where))
     if len(table) == 0:
         raise AnnotationError(f"{where}: no annotation rows")
+    twice = [c for c in REQUIRED_COLUMNS if (table.columns == c).sum() > 1]
+    if twice:
+        raise AnnotationError(f"{where}: column {twice[0]} appears more than once")
+    for column in REQUIRED_COLUMNS:
+        _check_kinds(table[column], column, where, line_offset)
     for column in REQUIRED_COLUMNS:
         values = table[column]
         blank = values.isna() | (values.astype(str).str.strip() == "")

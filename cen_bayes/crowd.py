@@ -114,6 +114,21 @@ class CrowdData:
         return onehot
 
 
+def odd_hit_counts(data: CrowdData) -> dict:
+    """HITs with every image in one group, and HITs with every image in a group of its own.
+
+    Both are legitimate crowd behaviour (a lazy or a baffled worker, or a grid
+    that really is all alike / all different), so they are kept for fitting;
+    they are counted so a summary can say how much of the data they are. A
+    two-image HIT is always one or the other. From the pairs: a HIT is one
+    group when all its pairs say 'same', all alone when none does.
+    """
+    hit = data.pairs.hit.numpy()
+    n_pairs = np.bincount(hit, minlength=data.n_hits)
+    n_same = np.bincount(hit, weights=data.pairs.label.numpy(), minlength=data.n_hits)
+    return {"n_one_group_hits": int((n_same == n_pairs).sum()), "n_all_singleton_hits": int((n_same == 0).sum())}
+
+
 def expand_pairs(hit, image, group, hit_worker, hit_grid) -> Pairs:
     """All (S^2 - S)/2 within-HIT pairs of rows, vectorised.
 

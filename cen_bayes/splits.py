@@ -46,6 +46,17 @@ def split_by_grid(data: CrowdData, holdout_frac: float = 0.15, seed: int = 0) ->
     return Split(train_hits=~test, test_hits=test)
 
 
+def unseen_worker_hits(data: CrowdData, split: Split) -> np.ndarray:
+    """Bool per HIT: a test HIT whose worker has no training HIT.
+
+    Grids are held out whole, so a worker who sorted only held-out grids is
+    new at prediction time; the Bayesian CEN then draws that worker's
+    activation from the population prior (``inference.predict``).
+    """
+    worker = data.hits["worker"].to_numpy()
+    return split.test_hits & ~np.isin(worker, worker[split.train_hits])
+
+
 def training_fraction(data: CrowdData, split: Split, fraction: float, seed: int = 0) -> Split:
     """Keep a nested, seeded ``fraction`` of the training grids; the test side is unchanged."""
     if not 0.0 < fraction <= 1.0:

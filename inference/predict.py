@@ -4,7 +4,11 @@ Everything here averages over draws from the guide: a held-out pair's
 P(same) is the posterior predictive mean, a HIT's attribute probabilities
 are posterior probabilities. A grid with no training HIT gets its activation
 from the prior given its contents (the context network), which is what makes
-predictions for unseen grids possible.
+predictions for unseen grids possible. Likewise a worker with no training HIT
+(grids are held out whole, so a worker can appear in test HITs only) gets
+its activation a^w (and noise share ε) from the population prior: the guide's
+factor for such a worker sees no data, only the prior, and a short fit leaves
+it near its narrow starting value instead of the prior's spread.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import numpy as np
 import pyro
 import torch
 import torch.nn.functional as F
+from pyro.infer.autoguide import AutoDelta
 
 from cen_bayes.crowd import CrowdData, Pairs
 from models.cen import BayesianCEN
@@ -36,11 +41,16 @@ class Draw:
 
 @torch.no_grad()
 def posterior_draws(model: BayesianCEN, guide, n_draws: int, seen_grids: torch.Tensor, seed: int = 0) -> list[Draw]:
-    """Draws from the guide; unseen grids' a^g re-drawn from the context prior."""
+    """Draws from the guide; unseen grids' a^g re-drawn from the context prior, unseen workers'
+    a^w and ε from the population prior (``unseen_worker_prior``)."""
     pyro.set_rng_seed(seed)
+    seen_workers = torch.zeros(model.n_workers, dtype=torch.bool, device=model.hit_worker.device)
+    seen_workers[model.hit_worker] = True
     draws = []
     for _ in range(n_draws):
         latent = guide()
+        if not bool(seen_workers.all()):
+            latent = unseen_worker_prior(model, latent, seen_workers, point=isinstance(guide, AutoDelta))
         x = latent["x"]
         a_g = None
         if model.uses_context:
@@ -55,6 +65,33 @@ def posterior_draws(model: BayesianCEN, guide, n_draws: int, seen_grids: torch.T
         draws.append(Draw(x=x, a_w=latent.get("a_w"), a_g=a_g, beta=latent.get("beta"), eps=latent.get("eps"),
                           tau=latent.get("tau")))
     return draws
+
+
+def unseen_worker_prior(model: BayesianCEN, latent: dict, seen_workers: torch.Tensor, point: bool) -> dict:
+    """``latent`` with the a^w and ε of workers that have no training HIT taken from the population.
+
+    Bayesian draws: a^w ~ Exponential(1/τ) with this draw's τ, ε ~ Beta(1, 4), i.e. the posterior
+    predictive for a new worker. A MAP point (``point``) uses the prior means τ and 1/5 instead
+    of one random draw; the paper's loss (``paper_loss``) has no population prior (its penalty is
+    nearly flat), so there the mean of the training workers' a^w stands in for it.
+    """
+    latent = dict(latent)
+    keep = seen_workers.unsqueeze(-1)
+    if "a_w" in latent:
+        a_w = latent["a_w"]
+        if model.paper_loss:
+            population = a_w[seen_workers].mean(0).expand_as(a_w)
+        elif point:
+            population = latent["tau"].expand_as(a_w)
+        else:
+            population = torch.distributions.Exponential(1.0 / latent["tau"]).sample(a_w.shape[:-1])
+        latent["a_w"] = torch.where(keep, a_w, population)
+    if "eps" in latent:
+        eps = latent["eps"]
+        population = (torch.full_like(eps, 0.2) if point else
+                      torch.distributions.Beta(model.one, 4.0 * model.one).sample(eps.shape))
+        latent["eps"] = torch.where(seen_workers, eps, population)
+    return latent
 
 
 def hit_index(pairs: Pairs) -> tuple[torch.Tensor, torch.Tensor]:

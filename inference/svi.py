@@ -7,6 +7,13 @@ Holds out whole grids, fits by SVI (or MAP with ``--map``), prints held-out
 accuracy / NLL / ECE, the fit's PSIS k-hat (and attribute retrieval and the
 noisy-HIT flag's precision/recall when the data are simulated) and writes
 the output files described in DESIGN.md, figures included, to ``--out``.
+
+Bad input (a malformed table, too few grids to hold one out, an unwritable
+``--out``) stops with one line on stderr and exit status 1, never a
+traceback. HITs with every image in one group or every image alone are kept
+and counted (``n_one_group_hits``, ``n_all_singleton_hits``), and held-out HITs
+by workers unseen in training (``n_test_hits_unseen_worker``) are reported:
+the Bayesian CEN draws their worker activation from the population prior.
 """
 
 from __future__ import annotations
@@ -22,15 +29,36 @@ import pandas as pd
 import torch
 
 from cen_bayes.annotations import AnnotationError
-from cen_bayes.crowd import CrowdData
+from cen_bayes.crowd import CrowdData, odd_hit_counts
 from cen_bayes.datasets import DATASETS, load_dataset
 from cen_bayes.posterior import write_netcdf
-from cen_bayes.splits import split_by_grid
+from cen_bayes.splits import split_by_grid, unseen_worker_hits
 from inference.arviz_export import inference_data
 from inference.evaluate import Scored, evaluate_method, fit_and_evaluate, true_hits
 from inference.report import write_report
 from models.cen import VARIANTS
 from models.methods import METHODS, OracleError, make_method
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def _psis_draws(text: str) -> int:
+    value = int(text)
+    if value != 0 and value < 25:  # fewer leave no Pareto tail to fit (inference.diagnostics.pareto_khat)
+        raise argparse.ArgumentTypeError(f"must be 0 (skip) or at least 25, got {text}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -41,15 +69,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--method", choices=METHODS, default="cen",
                         help="cen: the Bayesian CEN (default); the others are the baselines (models/methods.py)")
     parser.add_argument("--variant", choices=VARIANTS, default="choice", help="Bayesian CEN variant (--method cen)")
-    parser.add_argument("--K", type=int, default=10, help="embedding / attribute dimensions")
+    parser.add_argument("--K", type=_positive_int, default=10, help="embedding / attribute dimensions")
     parser.add_argument("--map", action="store_true", help="MAP point estimate (mixture/worker/context: the paper's loss)")
-    parser.add_argument("--steps", type=int, default=None, help="optimiser steps (default: 500 SVI, 200 MAP)")
+    parser.add_argument("--steps", type=_positive_int, default=None,
+                        help="optimiser steps (default: 500 SVI, 200 MAP)")
     parser.add_argument("--lr", type=float, default=None, help="Adam step size (default: 0.3 choice and MAP, 0.1 other SVI)")
-    parser.add_argument("--batch-hits", type=int, default=None, help="HITs per minibatch (default: all)")
-    parser.add_argument("--draws", type=int, default=100, help="posterior draws for predictions")
-    parser.add_argument("--psis-draws", type=int, default=200, help="guide draws for the PSIS k-hat diagnostic")
+    parser.add_argument("--batch-hits", type=_positive_int, default=None, help="HITs per minibatch (default: all)")
+    parser.add_argument("--draws", type=_positive_int, default=100, help="posterior draws for predictions")
+    parser.add_argument("--psis-draws", type=_psis_draws, default=200,
+                        help="guide draws for the PSIS k-hat diagnostic (0 skips it, else at least 25)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--holdout-frac", type=float, default=0.15, help="share of grids held out")
+    parser.add_argument("--holdout-frac", type=_fraction, default=0.15, help="share of grids held out, in [0, 1)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--out", help="output folder (default runs/<dataset>-<time>)")
     parser.add_argument("--resume", action="store_true", help="resume from the checkpoint in --out")
@@ -72,12 +102,25 @@ def run(args) -> dict:
         raise SystemExit("error: --device cuda asked for, but torch sees no CUDA device")
     torch.manual_seed(args.seed)
     data, sim, name = load(args)
+    method = None if args.method == "cen" else make_method(  # first: an oracle without truth stops here
+        args.method, data, sim, K=args.K, seed=args.seed, device=args.device, progress=not args.no_progress)
+    split = split_by_grid(data, args.holdout_frac, seed=args.seed)
+    if not split.test_hits.any():  # nothing to score; say so instead of failing in the metrics
+        raise SystemExit(f"error: {args.data or name}: no held-out grid to score ({data.n_grids} grid(s), "
+                         f"--holdout-frac {args.holdout_frac}); holding out whole grids needs at least 2 grids "
+                         "and a fraction > 0")
     out = Path(args.out or f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}")
     out.mkdir(parents=True, exist_ok=True)
-    split = split_by_grid(data, args.holdout_frac, seed=args.seed)
     n_train = int(split.pair_masks(data)[0].sum())
     print(f"{name}: {data.n_images} images, {data.n_workers} workers, {data.n_grids} grids, {data.n_hits} HITs, "
           f"{len(data.pairs):,} pairs ({n_train:,} for training)")
+    odd = odd_hit_counts(data)
+    if odd["n_one_group_hits"] or odd["n_all_singleton_hits"]:
+        print(f"kept as crowd noise: {odd['n_one_group_hits']} HITs with every image in one group, "
+              f"{odd['n_all_singleton_hits']} with every image alone")
+    unseen = int(unseen_worker_hits(data, split).sum())
+    if unseen:
+        print(f"{unseen} held-out HITs are by workers unseen in training: " + unseen_worker_note(args.method))
     if args.method == "cen":
         result = fit_and_evaluate(data, split, sim, variant=args.variant, K=args.K, map_mode=args.map,
                                   steps=args.steps, lr=args.lr, batch_hits=args.batch_hits, draws=args.draws,
@@ -88,16 +131,23 @@ def run(args) -> dict:
         write_netcdf(inference_data(result.model, result.draws, data, split.train_hits, result.test_pairs,
                                     result.p_same_draws, result.p_attr_draws, seed=args.seed), out / "posterior.nc")
     else:
-        method = make_method(args.method, data, sim, K=args.K, seed=args.seed, device=args.device,
-                             progress=not args.no_progress)
         result = evaluate_method(method, data, split, sim, seed=args.seed)
-    metrics = {"dataset": name, **result.metrics}
+    metrics = {"dataset": name, **result.metrics, **odd, "n_test_hits_unseen_worker": unseen}
     write_outputs(out, data, sim, split, result, metrics)
     print_summary(metrics, out)
     if not args.no_figures:
         figures = write_report(out)
         print(f"figures: {', '.join(path.name for path in figures)}")
     return metrics
+
+
+def unseen_worker_note(method: str) -> str:
+    """How a method predicts for a worker it never saw (only the Bayesian CEN redraws it from its prior)."""
+    if method == "cen":
+        return "their worker activation is drawn from the population prior"
+    if method in ("siamese", "triplet", "csn"):
+        return f"{method} does not model workers, so it predicts for them as for anyone"
+    return f"{method} has seen none of their HITs, so its predictions for them rest on untrained worker parameters"
 
 
 def write_outputs(out: Path, data, sim, split, result: Scored, metrics) -> None:
@@ -155,6 +205,11 @@ def print_summary(metrics: dict, out: Path) -> None:
     diagnostics = metrics.get("diagnostics", {})
     if diagnostics.get("psis_khat") is not None:
         rows.append(("PSIS k-hat", f"{diagnostics['psis_khat']:.2f}"))
+    if "n_one_group_hits" in metrics:
+        rows.append(("odd HITs (kept)", f"{metrics['n_one_group_hits']} every image in one group, "
+                                        f"{metrics['n_all_singleton_hits']} every image alone"))
+    if metrics.get("n_test_hits_unseen_worker"):
+        rows.append(("unseen workers", f"{metrics['n_test_hits_unseen_worker']} held-out HITs"))
     rows.append(("fit seconds", f"{metrics['fit_seconds']:.1f}"))
     width = max(len(r[0]) for r in rows)
     print()
@@ -172,6 +227,8 @@ def main(argv=None) -> None:
         run(args)
     except (AnnotationError, OracleError) as err:
         raise SystemExit(f"error: {err}") from None
+    except OSError as err:  # an unreadable or unwritable path, a full disk: the user's to fix, in one line
+        raise SystemExit(f"error: {' '.join(str(err).split())}") from None
 
 
 if __name__ == "__main__":
