@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from benchmarks.cen_fit import PAPER_K, RESULTS, write_results
+from benchmarks.runner import PAPER_K, RESULTS, write_results
 from cen_bayes.crowd import CrowdData
 from cen_bayes.datasets import load_dataset
 from cen_bayes.metrics import noisy_hit_recovery

@@ -87,10 +87,12 @@ def run_job(job: Job) -> dict:
     if job.fraction < 1:
         split = training_fraction(data, split, job.fraction, seed=job.seed)
     gamma = job.gamma_value
+    train_pairs = data.pairs.subset(split.pair_masks(data)[0])
     rss_before = _peak_rss_mb()
     if job.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     kind, _, variant = job.method.partition("-")
+    method = None  # a PairMethod; the Bayesian CEN keeps its model and draws in ``result``
     if kind in ("cen", "map"):
         result = fit_and_evaluate(data, split, sim, variant=variant, K=job.k, map_mode=kind == "map",
                                   steps=20 if job.smoke else None, draws=10 if job.smoke else 100, psis_draws=0,
@@ -104,15 +106,17 @@ def run_job(job: Job) -> dict:
         result = evaluate_method(method, data, split, sim, seed=job.seed)
         if kind == "paper":
             with torch.no_grad():
-                train = data.pairs.subset(split.pair_masks(data)[0])
-                result.metrics["train_paper_loss"] = method.loss(data, train).item()
+                result.metrics["train_paper_loss"] = method.loss(data, train_pairs).item()
     m = result.metrics
+    train_labels = train_pairs.label.numpy().astype(bool)
+    m["train_accuracy"] = float(((_train_p_same(result, method, data, train_pairs) > 0.5) == train_labels).mean())
     retrieval = m.get("attribute_retrieval", {})
     clustering = m.get("clustering", {})
     p_attr = result.p_attr
     row = {**{k: v for k, v in asdict(job).items() if k in KEYS}, "K": job.k, "gamma": gamma,
-           "n_train_hits": m["n_train_hits"], "n_train_pairs": int(split.pair_masks(data)[0].sum()),
+           "n_train_hits": m["n_train_hits"], "n_train_pairs": len(train_pairs),
            **{k: m["heldout"][k] for k in ("accuracy", "nll", "ece", "brier", "majority_accuracy")},
+           "train_accuracy": m["train_accuracy"],
            "retrieval_mean": retrieval.get("mean_accuracy", np.nan),
            "retrieval_json": json.dumps({k: retrieval[k] for k in ("confusion", "confusion_dims",
                                                                     "per_attribute_accuracy", "row_entropy")})
@@ -127,6 +131,16 @@ def run_job(job: Job) -> dict:
            "cuda_peak_mb": torch.cuda.max_memory_allocated() / 2**20 if job.device.startswith("cuda") else np.nan,
            "threads": job.threads, "device": job.device}
     return row
+
+
+def _train_p_same(result, method, data, train_pairs) -> np.ndarray:
+    """P(same) of the training pairs, to read the generalisation gap (train vs held-out accuracy)."""
+    if method is not None:
+        return method.predict_proba(data, train_pairs)
+    from inference import predict
+    model = result.model
+    scale = predict.threshold_scale(model, result.draws[0]) if model.paper_loss else None
+    return predict.pair_probability_draws(model, result.draws, data, train_pairs, scale).mean(0)
 
 
 def run_jobs(jobs: list[Job], csv: Path, n_jobs: int = 1, fresh: bool = False, resume: bool = False) -> pd.DataFrame:

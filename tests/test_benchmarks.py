@@ -2,19 +2,8 @@
 
 import pandas as pd
 
-from benchmarks import cen_fit, diagnostics, methods
-from models.methods import METHODS
-
-
-def test_cen_fit_smoke(tmp_path):
-    cen_fit.main(["--smoke", "--datasets", "tiny", "--no-birds", "--out", str(tmp_path)])
-    frame = pd.read_csv(tmp_path / "cen_fit.csv")
-    expected = {f"cen-{v}" for v in cen_fit.BAYES} | {"map-mixture"} | {f"paper-{v}" for v in cen_fit.PAPER}
-    assert set(frame.method) == expected
-    assert frame[["accuracy", "nll", "ece", "brier", "fit_seconds"]].notna().all().all()
-    assert frame.accuracy.between(0, 1).all() and (frame.fit_seconds > 0).all()
-    report = (tmp_path / "cen_fit.md").read_text()
-    assert "## tiny" in report and "MAP (paper's loss)" in report
+from benchmarks import ablations, diagnostics, learning_curves, scale
+from benchmarks.runner import ALL_METHODS
 
 
 def test_diagnostics_smoke(tmp_path):
@@ -26,10 +15,45 @@ def test_diagnostics_smoke(tmp_path):
     assert "noisy HITs" in (tmp_path / "diagnostics.md").read_text()
 
 
-def test_methods_smoke(tmp_path):
-    methods.main(["--smoke", "--datasets", "tiny", "--out", str(tmp_path)])
-    frame = pd.read_csv(tmp_path / "methods.csv")
-    assert list(frame.method) == list(METHODS)
-    assert frame[["accuracy", "nll", "kmeans_mcc", "fit_seconds"]].notna().all().all()
-    assert frame.loc[frame.method == "siamese", "retrieval_mean"].isna().all()  # attribute-blind
-    assert "## tiny" in (tmp_path / "methods.md").read_text()
+def test_learning_curves_smoke(tmp_path):
+    learning_curves.main(["--smoke", "--datasets", "tiny", "--seeds", "0", "1", "--fractions", "0.5", "1",
+                          "--retrieval-dataset", "tiny", "--out", str(tmp_path)])
+    frame = pd.read_csv(tmp_path / "learning_curves.csv")
+    assert set(frame.method) == set(ALL_METHODS) and len(frame) == 2 * 2 * len(ALL_METHODS)
+    assert frame[["accuracy", "nll", "ece", "brier", "fit_seconds"]].notna().all().all()
+    # nested fractions: half the training grids is fewer HITs, the test side is the same
+    hits = frame.groupby(["seed", "fraction"]).n_train_hits.first().unstack()
+    assert (hits[0.5] < hits[1.0]).all()
+    assert frame.groupby("seed").majority_accuracy.nunique().eq(1).all()
+    assert frame.loc[frame.method == "siamese", "retrieval_json"].isna().all()  # attribute-blind
+    report = (tmp_path / "learning_curves.md").read_text()
+    assert "## tiny" in report and "paper recipe" in report and "± " in report
+    assert "cen-choice" in (tmp_path / "retrieval.md").read_text()
+    assert (tmp_path / "learning_curves.png").stat().st_size > 0 and (tmp_path / "retrieval.png").exists()
+    # --resume finds every job done and refits nothing
+    before = (tmp_path / "learning_curves.csv").read_text()
+    learning_curves.main(["--smoke", "--datasets", "tiny", "--seeds", "0", "1", "--fractions", "0.5", "1",
+                          "--retrieval-dataset", "tiny", "--resume", "--out", str(tmp_path)])
+    assert pd.read_csv(tmp_path / "learning_curves.csv").equals(pd.read_csv(pd.io.common.StringIO(before)))
+
+
+def test_ablations_smoke(tmp_path):
+    ablations.main(["--smoke", "--seeds", "0", "--jobs", "1", "--out", str(tmp_path)])
+    gamma = pd.read_csv(tmp_path / "gamma.csv")
+    assert sorted(gamma.gamma.unique()) == [1.0, 5.0] and set(gamma.method) == set(ablations.GAMMA_METHODS)
+    assert "γ = 1" in (tmp_path / "gamma.md").read_text()
+    sizes = ablations.dim_shares(pd.read_csv(tmp_path / "embedding_size.csv"))
+    assert sorted(sizes.K.unique()) == [3, 6]
+    assert all(len(s) == k and abs(s.sum() - 1) < 1e-6 for s, k in zip(sizes.shares, sizes.K))
+    assert (sizes.dims_90 <= sizes.K).all() and (sizes.effective_dims <= sizes.K + 1e-9).all()
+    assert (tmp_path / "embedding_size.png").exists()
+
+
+def test_scale_smoke(tmp_path):
+    scale.main(["--smoke", "--methods", "cen-choice", "siamese", "paper-cen", "--out", str(tmp_path)])
+    frame = pd.read_csv(tmp_path / "speed.csv")
+    assert list(frame.dataset.unique()) == ["tiny"] and len(frame) == 3
+    assert (frame.peak_rss_mb > 50).all() and (frame.fit_seconds > 0).all()
+    report = (tmp_path / "speed.md").read_text()
+    assert "× recipe" in report and "| paper-cen " in report and "1.00" in report
+    assert "K-means MCC" in (tmp_path / "clustering.md").read_text()
