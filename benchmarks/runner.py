@@ -7,7 +7,9 @@ run in worker processes (``--jobs``), each with its own torch thread count,
 so fit seconds within one run are measured under the same conditions; a
 fresh process per job (``fresh=True``) also makes its peak memory its own.
 Rows are appended to the results CSV as jobs finish, so an interrupted run
-keeps what it measured and ``--resume`` skips it.
+keeps what it measured and ``--resume`` skips it. Stop a run with Ctrl-C
+or by killing its process group (``kill -- -PGID``): killing only the main
+process leaves its workers finishing their fits, competing for the CPU.
 
 Method names: every ``models.methods.METHODS`` baseline, ``cen-<variant>``
 (the Bayesian CEN: choice, mixture, context, worker) and ``map-<variant>``
@@ -164,7 +166,8 @@ def run_jobs(jobs: list[Job], csv: Path, n_jobs: int = 1, fresh: bool = False, r
             row = future.result()
             rows.append(row)
             pd.DataFrame(rows).to_csv(csv, index=False, float_format="%.5g")
-            print(f"[{n}/{len(todo)}] {row['dataset']} seed {row['seed']} frac {row['fraction']:g} "
+            print(f"[{n}/{len(todo)}] {row['dataset']} seed {row['seed']} frac {row['fraction']:g} K {row['K']} "
+                  f"γ {row['gamma']:g} "
                   f"{row['method']:13s} acc {row['accuracy']:.3f} nll {row['nll']:.3f} "
                   f"fit {row['fit_seconds']:.1f}s", file=sys.stderr, flush=True)
     return pd.DataFrame(rows)
