@@ -73,8 +73,9 @@ def _is_csv(path: Path) -> bool:
 def _read_file(path: Path, where: str) -> pd.DataFrame:
     if not path.exists():
         raise AnnotationError(f"{where}: no such file")
-    if path.is_file() and path.stat().st_size == 0:
-        raise AnnotationError(f"{where}: file is empty (expected columns {', '.join(REQUIRED_COLUMNS)})")
+    empty = f"{where}: file is empty (expected columns {', '.join(REQUIRED_COLUMNS)})"
+    if path.is_file() and path.stat().st_size == 0:  # Parquet too, which pandas would call unreadable
+        raise AnnotationError(empty)
     try:
         if _is_csv(path):
             # ids stay strings: '007' and '7' are different workers. index_col=False: a first row with
@@ -88,7 +89,7 @@ def _read_file(path: Path, where: str) -> pd.DataFrame:
     except pd.errors.ParserWarning as err:
         raise AnnotationError(f"{where}: the first data row has more fields than the header has columns") from err
     except pd.errors.EmptyDataError as err:  # only blank lines
-        raise AnnotationError(f"{where}: file is empty (expected columns {', '.join(REQUIRED_COLUMNS)})") from err
+        raise AnnotationError(empty) from err
     except Exception as err:  # any parser failure is the user's file, not our bug
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise AnnotationError(f"{where}: cannot read file ({reason})") from err
