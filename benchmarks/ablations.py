@@ -31,7 +31,7 @@ import pandas as pd
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from benchmarks.runner import RESULTS, Job, mean_sd, run_jobs  # noqa: E402
+from benchmarks.runner import Job, add_run_arguments, mean_sd, run_jobs  # noqa: E402
 
 GAMMAS = (1.0, 4.0, 5.0, 6.0, 8.0, 10.0)
 GAMMA_METHODS = ("cen-choice", "map-mixture")
@@ -110,11 +110,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.ablations", description=__doc__.split("\n\n")[0])
     parser.add_argument("--study", nargs="+", choices=("gamma", "K"), default=["gamma", "K"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
-    parser.add_argument("--jobs", type=int, default=2, help="worker processes, one torch thread each")
-    parser.add_argument("--resume", action="store_true", help="keep the rows already in the CSV, skip their fits")
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes and few steps: checks the script runs")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", default=str(RESULTS))
+    add_run_arguments(parser)
     args = parser.parse_args(argv)
     out = Path(args.out)
     common = dict(smoke=args.smoke, device=args.device)

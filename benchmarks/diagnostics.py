@@ -23,14 +23,13 @@ Writes ``benchmarks/results/diagnostics.csv`` and ``diagnostics.md``.
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 
 import numpy as np
 import pandas as pd
 import torch
 
-from benchmarks.runner import PAPER_K, RESULTS, write_results
+from benchmarks.runner import PAPER_K, RESULTS, machine, write_results
 from cen_bayes.crowd import CrowdData
 from cen_bayes.datasets import load_dataset
 from cen_bayes.metrics import noisy_hit_recovery
@@ -79,7 +78,7 @@ def summary(frame: pd.DataFrame, seconds: float) -> str:
     mean = frame.groupby(["dataset", "variant"], sort=False).mean(numeric_only=True).drop(columns="seed")
     lines = ["# Fit diagnostics and the noisy-HIT flag", "",
              f"`python -m benchmarks.diagnostics --seeds {' '.join(map(str, sorted(frame.seed.unique())))}` "
-             f"({seconds:.0f} s, {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+             f"({seconds:.0f} s, {machine()}, "
              f"{torch.get_num_threads()} threads). Means over seeds; per-seed rows in `diagnostics.csv`.", "",
              "`uncertain` = P(no single attribute dim explains the HIT) > 0.5. Precision/recall are against the "
              "simulator's noisy HITs; `noisy_share` is the precision of a random flag. `flagged_<kind>` is the "

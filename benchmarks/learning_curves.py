@@ -23,18 +23,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 from pathlib import Path
 
 import matplotlib
 import numpy as np
 import pandas as pd
-import torch
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from benchmarks.runner import ALL_METHODS, RESULTS, Job, mean_sd, run_jobs  # noqa: E402
+from benchmarks.runner import ALL_METHODS, Job, add_run_arguments, machine, mean_sd, run_jobs  # noqa: E402
 
 FRACTIONS = (0.1, 0.3, 1.0)
 SCORES = {"accuracy": "acc", "nll": "NLL", "ece": "ECE", "brier": "Brier", "fit_seconds": "fit s"}
@@ -168,7 +166,7 @@ def comparisons(frame: pd.DataFrame) -> list[str]:
 
 def summary(frame: pd.DataFrame, jobs: int) -> str:
     lines = ["# Held-out label prediction vs training data (`python -m benchmarks.learning_curves`)", "",
-             f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {jobs} processes with "
+             f"{machine()}, {jobs} processes with "
              f"1 torch thread each; seeds {sorted(frame.seed.unique().tolist())}; {len(frame)} fits, "
              f"{frame.fit_seconds.sum() / 60:.0f} min of fitting in all. "
              "15 % of grids held out whole; mean ± sd over seeds; per-fit rows in `learning_curves.csv`. "
@@ -194,11 +192,7 @@ def main(argv=None) -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--fractions", nargs="+", type=float, default=list(FRACTIONS))
     parser.add_argument("--retrieval-dataset", default="celeba", help="dataset of the Fig. 4 confusion")
-    parser.add_argument("--jobs", type=int, default=2, help="worker processes, one torch thread each")
-    parser.add_argument("--resume", action="store_true", help="keep the rows already in the CSV, skip their fits")
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes and few steps: checks the script runs")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", default=str(RESULTS))
+    add_run_arguments(parser)
     args = parser.parse_args(argv)
     out = Path(args.out)
     jobs = [Job(dataset, seed, method, fraction, smoke=args.smoke, device=args.device)

@@ -18,9 +18,11 @@ Method names: every ``models.methods.METHODS`` baseline, ``cen-<variant>``
 
 from __future__ import annotations
 
+import argparse
 import functools
 import json
 import multiprocessing
+import platform
 import resource
 import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -177,6 +179,21 @@ def _key(row: dict) -> tuple:
     gamma = row.get("gamma")
     gamma = None if gamma is None or (isinstance(gamma, float) and np.isnan(gamma)) else float(gamma)
     return (row["dataset"], int(row["seed"]), float(row["fraction"]), row["method"], int(row["K"]), gamma)
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, jobs: bool = True) -> None:
+    """The options every job-list benchmark shares: how its fits run and where its rows go."""
+    if jobs:
+        parser.add_argument("--jobs", type=int, default=2, help="worker processes, one torch thread each")
+    parser.add_argument("--resume", action="store_true", help="keep the rows already in the CSV, skip their fits")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes and few steps: checks the script runs")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", default=str(RESULTS))
+
+
+def machine() -> str:
+    """What the timings were measured on, for a report's first line."""
+    return f"{platform.processor() or platform.machine()}, torch {torch.__version__}"
 
 
 def mean_sd(frame: pd.DataFrame, column: str, by: list[str], digits: int = 3) -> pd.Series:

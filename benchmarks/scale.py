@@ -23,20 +23,19 @@ Writes ``speed.{csv,md}`` and ``clustering.md``.
 from __future__ import annotations
 
 import argparse
-import platform
 from pathlib import Path
 
 import pandas as pd
 import torch
 
-from benchmarks.runner import ALL_METHODS, RESULTS, Job, run_jobs
+from benchmarks.runner import ALL_METHODS, Job, add_run_arguments, machine, run_jobs
 
 RECIPE = "paper-cen"
 
 
 def speed_report(frame: pd.DataFrame, threads: int) -> str:
     lines = ["# Fit time and memory (`python -m benchmarks.scale`)", "",
-             f"{platform.processor() or platform.machine()}, {threads} torch threads, torch {torch.__version__}, "
+             f"{machine()}, {threads} torch threads, "
              f"device {frame.device.iloc[0]}; seed {sorted(frame.seed.unique().tolist())}; one fit at a time, each "
              f"in a fresh process. `× recipe` = fit seconds / fit seconds of `{RECIPE}` (the paper's recipe) in "
              "this run: below 1 is faster. Peak RSS is the whole process (Python, torch, data, fit); growth is "
@@ -81,10 +80,7 @@ def main(argv=None) -> None:
     parser.add_argument("--methods", nargs="+", default=list(ALL_METHODS), choices=ALL_METHODS)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--resume", action="store_true", help="keep the rows already in the CSV, skip their fits")
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes and few steps: checks the script runs")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", default=str(RESULTS))
+    add_run_arguments(parser, jobs=False)
     args = parser.parse_args(argv)
     out = Path(args.out)
     datasets = ["tiny"] if args.smoke else args.datasets
