@@ -2,6 +2,7 @@
 
     python -m inference.svi --dataset retina
     python -m inference.svi --data annotations.csv --variant mixture --K 10 --out runs/mine
+    python -m inference.svi --data assignments.tsv --format toloka    # or a batch CSV with --format mturk
     python -m inference.svi --resume runs/mine      # after Ctrl-C, SIGTERM or a crash
 
 Holds out whole grids, fits by SVI (or MAP with ``--map``), prints held-out
@@ -15,6 +16,9 @@ traceback. HITs with every image in one group or every image alone are kept
 and counted (``n_one_group_hits``, ``n_all_singleton_hits``), and held-out HITs
 by workers unseen in training (``n_test_hits_unseen_worker``) are reported:
 the Bayesian CEN draws their worker activation from the population prior.
+A Toloka or MTurk export (``--format``, ``cen_bayes.importers``) is read
+into the same table; its rejected assignments and unassigned images are left
+out and counted (``n_rejected_assignments``, ``n_unassigned_images``).
 
 Runs are reproducible (same seed, data and device give the same files, bit
 for bit: ``inference.fit.deterministic``). The Bayesian fit saves its state
@@ -41,6 +45,7 @@ from cen_bayes.annotations import AnnotationError
 from cen_bayes.atomic import atomic_path, write_text
 from cen_bayes.crowd import CrowdData, odd_hit_counts
 from cen_bayes.datasets import DATASETS, load_dataset
+from cen_bayes.importers import FORMATS, load_table
 from cen_bayes.posterior import write_netcdf
 from cen_bayes.splits import split_by_grid, unseen_worker_hits
 from inference.arviz_export import inference_data
@@ -76,7 +81,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m inference.svi", description=__doc__.split("\n\n")[0])
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--dataset", choices=sorted(DATASETS), help="a built-in simulated dataset (default retina)")
-    source.add_argument("--data", help="your annotation table: CSV or Parquet with worker_id, grid_id, image_id, group")
+    source.add_argument("--data", help="your annotation table: CSV or Parquet with worker_id, grid_id, image_id, "
+                                       "group (or a crowd-platform export, see --format)")
+    parser.add_argument("--format", choices=FORMATS, default="table",
+                        help="what --data is: table (default), toloka (assignment export, TSV) or mturk (batch "
+                             "results CSV); see cen_bayes/importers.py for the columns read")
     parser.add_argument("--method", choices=METHODS, default="cen",
                         help="cen: the Bayesian CEN (default); the others are the baselines (models/methods.py)")
     parser.add_argument("--variant", choices=VARIANTS, default="choice", help="Bayesian CEN variant (--method cen)")
@@ -101,6 +110,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--no-figures", action="store_true", help="skip the PNG figures (inference.report)")
     args = parser.parse_args(argv)
+    if args.format != "table" and not args.data and not args.resume:
+        parser.error(f"--format {args.format} reads a --data file")
     return resumed_args(parser, args) if args.resume else args
 
 
@@ -128,19 +139,20 @@ def resumed_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> a
 
 
 def load(args):
-    """(CrowdData, simulation or None, name) from --data or --dataset."""
+    """(CrowdData, simulation or None, name, rows left out on import) from --data or --dataset."""
     if args.data:
-        return CrowdData.from_source(args.data), None, Path(args.data).stem
+        imported = load_table(args.data, getattr(args, "format", "table"))  # older runs' run.json has no format
+        return CrowdData.from_table(imported.table), None, Path(args.data).stem, imported.dropped
     name = args.dataset or "retina"
     sim = load_dataset(name, seed=args.seed)
-    return CrowdData.from_source(sim.table, name=f"simulated {name}"), sim, name
+    return CrowdData.from_source(sim.table, name=f"simulated {name}"), sim, name, {}
 
 
 def run(args) -> dict:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("error: --device cuda asked for, but torch sees no CUDA device")
     torch.manual_seed(args.seed)
-    data, sim, name = load(args)
+    data, sim, name, dropped = load(args)
     method = None if args.method == "cen" else make_method(  # first: an oracle without truth stops here
         args.method, data, sim, K=args.K, seed=args.seed, device=args.device, progress=not args.no_progress)
     split = split_by_grid(data, args.holdout_frac, seed=args.seed)
@@ -163,6 +175,8 @@ def run(args) -> dict:
     if odd["n_one_group_hits"] or odd["n_all_singleton_hits"]:
         print(f"kept as crowd noise: {odd['n_one_group_hits']} HITs with every image in one group, "
               f"{odd['n_all_singleton_hits']} with every image alone")
+    if dropped:
+        print(f"left out on import: {left_out(dropped)}")
     unseen = int(unseen_worker_hits(data, split).sum())
     if unseen:
         print(f"{unseen} held-out HITs are by workers unseen in training: " + unseen_worker_note(args.method))
@@ -179,13 +193,18 @@ def run(args) -> dict:
                                     result.p_same_draws, result.p_attr_draws, seed=args.seed), out / "posterior.nc")
     else:
         result = evaluate_method(method, data, split, sim, seed=args.seed)
-    metrics = {"dataset": name, **result.metrics, **odd, "n_test_hits_unseen_worker": unseen}
+    metrics = {"dataset": name, **result.metrics, **odd, **dropped, "n_test_hits_unseen_worker": unseen}
     write_outputs(out, data, sim, split, result, metrics)
     print_summary(metrics, out)
     if not args.no_figures:
         figures = write_report(out)
         print(f"figures: {', '.join(path.name for path in figures)}")
     return metrics
+
+
+def left_out(dropped: dict) -> str:
+    return (f"{dropped['n_rejected_assignments']} rejected assignments, "
+            f"{dropped['n_unassigned_images']} unassigned images")
 
 
 def unseen_worker_note(method: str) -> str:
@@ -260,6 +279,8 @@ def print_summary(metrics: dict, out: Path) -> None:
     if "n_one_group_hits" in metrics:
         rows.append(("odd HITs (kept)", f"{metrics['n_one_group_hits']} every image in one group, "
                                         f"{metrics['n_all_singleton_hits']} every image alone"))
+    if "n_rejected_assignments" in metrics:
+        rows.append(("left out on import", left_out(metrics)))
     if metrics.get("n_test_hits_unseen_worker"):
         rows.append(("unseen workers", f"{metrics['n_test_hits_unseen_worker']} held-out HITs"))
     rows.append(("fit seconds", f"{metrics['fit_seconds']:.1f}"))
