@@ -31,6 +31,7 @@ import pandas as pd
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from cen_bayes.atomic import atomic_path, write_text  # noqa: E402
 from benchmarks.runner import Job, add_run_arguments, mean_sd, run_jobs  # noqa: E402
 
 GAMMAS = (1.0, 4.0, 5.0, 6.0, 8.0, 10.0)
@@ -101,7 +102,8 @@ def embedding_size_report(frame: pd.DataFrame, out: Path) -> str:
             ax.bar(np.arange(K), stack.mean(0), yerr=stack.std(0) if len(stack) > 1 else None, color="tab:blue")
             ax.set(title=f"{method}, K = {K}", ylim=(0, 1), xlabel="dim (sorted)", ylabel="share of HITs")
     fig.tight_layout()
-    fig.savefig(out / "embedding_size.png", dpi=110)
+    with atomic_path(out / "embedding_size.png") as partial:
+        fig.savefig(partial, dpi=110)
     plt.close(fig)
     return "\n".join(lines)
 
@@ -120,12 +122,12 @@ def main(argv=None) -> None:
         jobs = [Job(d, s, m, gamma=g, **common) for s in args.seeds for d in datasets for m in GAMMA_METHODS
                 for g in gammas]
         frame = run_jobs(jobs, out / "gamma.csv", args.jobs, resume=args.resume)
-        (out / "gamma.md").write_text(gamma_report(frame))
+        write_text(out / "gamma.md", gamma_report(frame))
     if "K" in args.study:
         dataset, Ks = ("tiny", (3, 6)) if args.smoke else ("retina", K_VALUES)
         jobs = [Job(dataset, s, m, K=K, **common) for s in args.seeds for m in K_METHODS for K in Ks]
         frame = run_jobs(jobs, out / "embedding_size.csv", args.jobs, resume=args.resume)
-        (out / "embedding_size.md").write_text(embedding_size_report(frame, out))
+        write_text(out / "embedding_size.md", embedding_size_report(frame, out))
     print(f"wrote {out}")
 
 

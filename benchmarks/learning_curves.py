@@ -1,7 +1,7 @@
 """Held-out label prediction against the amount of training data (paper Fig. 9 and S3), and
 attribute retrieval of every CEN variant (Fig. 4).
 
-    python -m benchmarks.learning_curves                    # retina + celeba, seeds 0-2, 2 processes
+    python -m benchmarks.learning_curves                    # retina, celeba, birds; seeds 0-2; 2 processes
     python -m benchmarks.learning_curves --datasets birds --seeds 0 --fractions 1
     python -m benchmarks.learning_curves --smoke --out /tmp/x   # tiny sizes (what the tests run)
 
@@ -32,6 +32,7 @@ import pandas as pd
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from cen_bayes.atomic import atomic_path, write_text  # noqa: E402
 from benchmarks.runner import ALL_METHODS, Job, add_run_arguments, machine, mean_sd, run_jobs  # noqa: E402
 
 FRACTIONS = (0.1, 0.3, 1.0)
@@ -77,7 +78,8 @@ def plot_curves(frame: pd.DataFrame, path: Path) -> None:
         ax.minorticks_off()
     axes[0, -1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_path(path) as partial:
+        fig.savefig(partial, dpi=120)
     plt.close(fig)
 
 
@@ -121,7 +123,8 @@ def retrieval_report(frame: pd.DataFrame, out: Path, dataset: str) -> str:
         ax.axis("off")
     fig.suptitle(f"{dataset}: attribute × dim confusion, seed {seed}, full training set", fontsize=10)
     fig.tight_layout()
-    fig.savefig(out / "retrieval.png", dpi=120)
+    with atomic_path(out / "retrieval.png") as partial:
+        fig.savefig(partial, dpi=120)
     plt.close(fig)
     return "\n".join(lines) + "![confusion](retrieval.png)\n"
 
@@ -187,7 +190,7 @@ def summary(frame: pd.DataFrame, jobs: int) -> str:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.learning_curves",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("--datasets", nargs="+", default=["retina", "celeba"])
+    parser.add_argument("--datasets", nargs="+", default=["retina", "celeba", "birds"])
     parser.add_argument("--methods", nargs="+", default=list(ALL_METHODS), choices=ALL_METHODS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--fractions", nargs="+", type=float, default=list(FRACTIONS))
@@ -200,8 +203,8 @@ def main(argv=None) -> None:
             for method in args.methods]
     frame = run_jobs(jobs, out / "learning_curves.csv", args.jobs, resume=args.resume)
     plot_curves(frame, out / "learning_curves.png")
-    (out / "learning_curves.md").write_text(summary(frame, args.jobs))
-    (out / "retrieval.md").write_text(retrieval_report(frame, out, args.retrieval_dataset))
+    write_text(out / "learning_curves.md", summary(frame, args.jobs))
+    write_text(out / "retrieval.md", retrieval_report(frame, out, args.retrieval_dataset))
     print(f"wrote {out}/learning_curves.{{csv,md,png}} and retrieval.{{md,png}}")
 
 

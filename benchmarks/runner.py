@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from cen_bayes.atomic import atomic_path, write_text
 from models.energy import GAMMA
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -167,7 +168,8 @@ def run_jobs(jobs: list[Job], csv: Path, n_jobs: int = 1, fresh: bool = False, r
         for n, future in enumerate(as_completed(futures), 1):
             row = future.result()
             rows.append(row)
-            pd.DataFrame(rows).to_csv(csv, index=False, float_format="%.5g")
+            with atomic_path(csv) as partial:  # a kill mid-write keeps the rows already measured
+                pd.DataFrame(rows).to_csv(partial, index=False, float_format="%.5g")
             print(f"[{n}/{len(todo)}] {row['dataset']} seed {row['seed']} frac {row['fraction']:g} K {row['K']} "
                   f"γ {row['gamma']:g} "
                   f"{row['method']:13s} acc {row['accuracy']:.3f} nll {row['nll']:.3f} "
@@ -208,6 +210,7 @@ def write_results(frame: pd.DataFrame, report: str, out, stem: str) -> None:
     """A benchmark's results: ``<stem>.csv`` (one row per fit) and ``<stem>.md`` (the tables) in ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(out / f"{stem}.csv", index=False, float_format="%.4f")
-    (out / f"{stem}.md").write_text(report)
+    with atomic_path(out / f"{stem}.csv") as partial:
+        frame.to_csv(partial, index=False, float_format="%.4f")
+    write_text(out / f"{stem}.md", report)
     print(f"wrote {out / f'{stem}.csv'} and {out / f'{stem}.md'}")

@@ -28,6 +28,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from cen_bayes.atomic import write_text
 from benchmarks.runner import ALL_METHODS, Job, add_run_arguments, machine, run_jobs
 
 RECIPE = "paper-cen"
@@ -87,8 +88,8 @@ def main(argv=None) -> None:
     jobs = [Job(d, args.seed, m, smoke=args.smoke, device=args.device, threads=args.threads)
             for d in datasets for m in args.methods]
     frame = run_jobs(jobs, out / "speed.csv", n_jobs=1, fresh=True, resume=args.resume)
-    (out / "speed.md").write_text(speed_report(frame, args.threads))
-    (out / "clustering.md").write_text(clustering_report(frame, "tiny" if args.smoke else "birds"))
+    write_text(out / "speed.md", speed_report(frame, args.threads))
+    write_text(out / "clustering.md", clustering_report(frame, "tiny" if args.smoke else "birds"))
     print(f"wrote {out}/speed.{{csv,md}} and clustering.md")
 
 

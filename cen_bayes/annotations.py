@@ -46,16 +46,18 @@ class AnnotationError(ValueError):
     """A one-line, user-facing description of what is wrong with the input."""
 
 
-def read_annotations(source, name: str | None = None) -> pd.DataFrame:
+def read_annotations(source, name: str | None = None, lines=None) -> pd.DataFrame:
     """Load and validate an annotation table.
 
     ``source`` is a path to a CSV or Parquet file, or a pandas DataFrame.
     Returns a DataFrame with a fresh RangeIndex, the required columns first and
-    any extra columns (e.g. ``group_text``) carried along unchanged.
+    any extra columns (e.g. ``group_text``) carried along unchanged. ``lines``
+    (DataFrames only) gives each row's line in the file it was built from
+    (``cen_bayes.importers``), so errors point at that file, not at the table.
     """
     if isinstance(source, pd.DataFrame):
         table, where = source.reset_index(drop=True), name or "annotation table"
-        line_offset = 0
+        line_offset = 0 if lines is None else np.asarray(lines)
     else:
         path = Path(source)
         where = name or str(path)
@@ -73,7 +75,7 @@ def _is_csv(path: Path) -> bool:
 def _read_file(path: Path, where: str) -> pd.DataFrame:
     if not path.exists():
         raise AnnotationError(f"{where}: no such file")
-    empty = f"{where}: file is empty (expected columns {', '.join(REQUIRED_COLUMNS)})"
+    empty = empty_file_message(where, REQUIRED_COLUMNS)
     if path.is_file() and path.stat().st_size == 0:  # Parquet too, which pandas would call unreadable
         raise AnnotationError(empty)
     try:
@@ -85,7 +87,7 @@ def _read_file(path: Path, where: str) -> pd.DataFrame:
                 return pd.read_csv(path, dtype=str, keep_default_na=True, index_col=False)
         return pd.read_parquet(path)
     except UnicodeDecodeError as err:
-        raise AnnotationError(_not_utf8(path, where)) from err
+        raise AnnotationError(not_utf8_message(path, where)) from err
     except pd.errors.ParserWarning as err:
         raise AnnotationError(f"{where}: the first data row has more fields than the header has columns") from err
     except pd.errors.EmptyDataError as err:  # only blank lines
@@ -95,7 +97,11 @@ def _read_file(path: Path, where: str) -> pd.DataFrame:
         raise AnnotationError(f"{where}: cannot read file ({reason})") from err
 
 
-def _not_utf8(path: Path, where: str) -> str:
+def empty_file_message(where: str, columns) -> str:
+    return f"{where}: file is empty (expected columns {', '.join(columns)})"
+
+
+def not_utf8_message(path: Path, where: str) -> str:
     """Where the first byte that is not UTF-8 is, as a file line (the parser's own offset is per chunk)."""
     raw = path.read_bytes()
     try:
@@ -107,13 +113,13 @@ def _not_utf8(path: Path, where: str) -> str:
     return f"{where}: not UTF-8 text (save the file as UTF-8)"
 
 
-def _missing_columns(table: pd.DataFrame, missing: list[str], where: str) -> str:
+def missing_columns_message(columns, missing: list[str], where: str, required=REQUIRED_COLUMNS) -> str:
     """Name the missing columns, what was found and, for each, the closest unused column found."""
-    found = [str(c) for c in table.columns]
-    spare = {c.strip().lower(): c for c in found if c not in REQUIRED_COLUMNS}
+    found = [str(c) for c in columns]
+    spare = {c.strip().lower(): c for c in found if c not in required}
     hints = []
     for column in missing:
-        close = difflib.get_close_matches(column, list(spare), n=1, cutoff=0.6)
+        close = difflib.get_close_matches(column.lower(), list(spare), n=1, cutoff=0.6)
         if close:
             hints.append(f"{spare[close[0]]!r} for {column}")
     hint = f"; did you mean {', '.join(hints)}?" if hints else ""
@@ -136,7 +142,7 @@ def _short(value) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _check_kinds(values: pd.Series, column: str, where: str, line_offset: int) -> None:
+def _check_kinds(values: pd.Series, column: str, where: str, line_offset) -> None:
     """Raise if ``values`` mix kinds (7 and '7') or hold nested values; C-speed unless there is a problem."""
     if isinstance(values.dtype, pd.CategoricalDtype):
         values = values.astype(object)
@@ -158,21 +164,27 @@ def _check_kinds(values: pd.Series, column: str, where: str, line_offset: int) -
         "use one kind per column, else e.g. 7 and '7' count as two different values")
 
 
-def _locate(rows, line_offset: int) -> str:
-    """Name rows the way the user sees them: file lines for CSV, row numbers otherwise."""
+def _locate(rows, line_offset) -> str:
+    """Name rows the way the user sees them: file lines for CSV, row numbers otherwise.
+
+    ``line_offset`` is added to a row's position (2 for CSV, whose header is line 1; 0 for a DataFrame's
+    row numbers), or is an array of each row's line in an imported export, where several rows come
+    from one line (``cen_bayes.importers``)."""
     rows = [int(r) for r in rows]
-    word = "line" if line_offset else "row"
-    numbers = [r + line_offset for r in rows]
+    if isinstance(line_offset, np.ndarray):
+        word, numbers = "line", list(dict.fromkeys(int(line_offset[r]) for r in rows))
+    else:
+        word, numbers = ("line" if line_offset else "row"), [r + line_offset for r in rows]
     if len(numbers) == 1:
         return f"{word} {numbers[0]}"
     return f"{word}s {' and '.join(map(str, numbers[:2]))}"
 
 
-def validate(table: pd.DataFrame, where: str = "annotation table", line_offset: int = 0) -> None:
+def validate(table: pd.DataFrame, where: str = "annotation table", line_offset=0) -> None:
     """Raise AnnotationError for the first problem found; return None if the table is usable."""
     missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
     if missing:
-        raise AnnotationError(_missing_columns(table, missing, where))
+        raise AnnotationError(missing_columns_message(table.columns, missing, where))
     if len(table) == 0:
         raise AnnotationError(f"{where}: no annotation rows")
     twice = [c for c in REQUIRED_COLUMNS if (table.columns == c).sum() > 1]

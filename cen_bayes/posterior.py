@@ -14,6 +14,8 @@ from pathlib import Path
 import arviz as az
 import numpy as np
 
+from cen_bayes.atomic import atomic_path
+
 N_CHAINS = 2
 
 
@@ -45,8 +47,6 @@ def to_inference_data(posterior: dict, *, coords: dict, dims: dict, observed_dat
 
 def write_netcdf(idata, path: str | Path) -> Path:
     """Write to ``path`` through a temporary file, so a killed run never leaves half a file."""
-    path = Path(path)
-    partial = path.with_name(path.name + ".partial")
-    idata.to_netcdf(str(partial))
-    partial.replace(path)
-    return path
+    with atomic_path(path) as partial:
+        idata.to_netcdf(str(partial))
+    return Path(path)

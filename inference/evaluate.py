@@ -84,14 +84,14 @@ def retrieval_metrics(sim, data: CrowdData, predicted_dim: np.ndarray) -> dict |
 def fit_and_evaluate(data: CrowdData, split: Split, sim=None, *, variant: str = "choice", K: int = 10,
                      map_mode: bool = False, steps: int | None = None, lr: float | None = None,
                      batch_hits: int | None = None, draws: int = 100, seed: int = 0, device: str = "cpu",
-                     progress: bool = True, checkpoint=None, resume: bool = False,
+                     progress: bool = True, checkpoint=None, resume: bool = False, checkpoint_every: int = 100,
                      psis_draws: int = 200, gamma: float = GAMMA) -> Evaluation | None:
     """Fit on ``split.train_hits``, predict its test HITs; None when the fit was interrupted."""
     pyro.set_rng_seed(seed)  # the context network's initial weights come from torch's global generator
     model = BayesianCEN(data, split.train_hits, K=K, variant=variant, paper_loss=map_mode and variant != "choice",
                         gamma=gamma)
     fit = fit_svi(model, map_mode=map_mode, steps=steps, lr=lr, batch_hits=batch_hits, seed=seed, device=device,
-                  progress=progress, checkpoint=checkpoint, resume=resume)
+                  progress=progress, checkpoint=checkpoint, resume=resume, checkpoint_every=checkpoint_every)
     if fit.interrupted:
         return None
     seen = torch.zeros(data.n_grids, dtype=torch.bool, device=model.label.device)

@@ -25,6 +25,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from sklearn.manifold import TSNE  # noqa: E402
 
+from cen_bayes.atomic import atomic_path  # noqa: E402
 from cen_bayes.datasets import NOISE_KINDS  # noqa: E402
 from cen_bayes.metrics import attribute_retrieval, reliability_table  # noqa: E402
 from inference.hit_uncertainty import UNCERTAIN_ABOVE  # noqa: E402
@@ -292,7 +293,8 @@ def write_report(run_dir, out=None) -> list[Path]:
             print(f"skipped {name}.png: {reason}")
             continue
         path = out / f"{name}.png"
-        fig.savefig(path, dpi=120, bbox_inches="tight")
+        with atomic_path(path) as partial:
+            fig.savefig(partial, dpi=120, bbox_inches="tight")
         plt.close(fig)
         written.append(path)
     return written

@@ -2,6 +2,8 @@
 
     python -m inference.svi --dataset retina
     python -m inference.svi --data annotations.csv --variant mixture --K 10 --out runs/mine
+    python -m inference.svi --data assignments.tsv --format toloka    # or a batch CSV with --format mturk
+    python -m inference.svi --resume runs/mine      # after Ctrl-C, SIGTERM or a crash
 
 Holds out whole grids, fits by SVI (or MAP with ``--map``), prints held-out
 accuracy / NLL / ECE, the fit's PSIS k-hat (and attribute retrieval and the
@@ -14,6 +16,17 @@ traceback. HITs with every image in one group or every image alone are kept
 and counted (``n_one_group_hits``, ``n_all_singleton_hits``), and held-out HITs
 by workers unseen in training (``n_test_hits_unseen_worker``) are reported:
 the Bayesian CEN draws their worker activation from the population prior.
+A Toloka or MTurk export (``--format``, ``cen_bayes.importers``) is read
+into the same table; its rejected assignments and unassigned images are left
+out and counted (``n_rejected_assignments``, ``n_unassigned_images``).
+
+Runs are reproducible (same seed, data and device give the same files, bit
+for bit: ``inference.fit.deterministic``). The Bayesian fit saves its state
+to ``OUT/checkpoint.pt`` every ``--checkpoint-every`` steps and when stopped
+by Ctrl-C or SIGTERM; ``--resume OUT`` finishes it with the settings saved in
+``OUT/run.json`` and gives the uninterrupted run's result. Output files are
+written whole or not at all (``cen_bayes.atomic``). A fit whose ELBO turns
+NaN stops with the step and a smaller learning rate to try.
 """
 
 from __future__ import annotations
@@ -29,12 +42,15 @@ import pandas as pd
 import torch
 
 from cen_bayes.annotations import AnnotationError
+from cen_bayes.atomic import atomic_path, write_text
 from cen_bayes.crowd import CrowdData, odd_hit_counts
 from cen_bayes.datasets import DATASETS, load_dataset
+from cen_bayes.importers import FORMATS, load_table
 from cen_bayes.posterior import write_netcdf
 from cen_bayes.splits import split_by_grid, unseen_worker_hits
 from inference.arviz_export import inference_data
 from inference.evaluate import Scored, evaluate_method, fit_and_evaluate, true_hits
+from inference.fit import FitDiverged, deterministic
 from inference.report import write_report
 from models.cen import VARIANTS
 from models.methods import METHODS, OracleError, make_method
@@ -65,7 +81,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m inference.svi", description=__doc__.split("\n\n")[0])
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--dataset", choices=sorted(DATASETS), help="a built-in simulated dataset (default retina)")
-    source.add_argument("--data", help="your annotation table: CSV or Parquet with worker_id, grid_id, image_id, group")
+    source.add_argument("--data", help="your annotation table: CSV or Parquet with worker_id, grid_id, image_id, "
+                                       "group (or a crowd-platform export, see --format)")
+    parser.add_argument("--format", choices=FORMATS, default="table",
+                        help="what --data is: table (default), toloka (assignment export, TSV) or mturk (batch "
+                             "results CSV); see cen_bayes/importers.py for the columns read")
     parser.add_argument("--method", choices=METHODS, default="cen",
                         help="cen: the Bayesian CEN (default); the others are the baselines (models/methods.py)")
     parser.add_argument("--variant", choices=VARIANTS, default="choice", help="Bayesian CEN variant (--method cen)")
@@ -82,26 +102,57 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--holdout-frac", type=_fraction, default=0.15, help="share of grids held out, in [0, 1)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--out", help="output folder (default runs/<dataset>-<time>)")
-    parser.add_argument("--resume", action="store_true", help="resume from the checkpoint in --out")
+    parser.add_argument("--resume", metavar="RUN_DIR",
+                        help="continue the fit in RUN_DIR (stopped by Ctrl-C, SIGTERM or a crash) with the settings "
+                             "it was started with; the result is the uninterrupted run's")
+    parser.add_argument("--checkpoint-every", type=_positive_int, default=100, metavar="N",
+                        help="save the fit's state to OUT/checkpoint.pt every N steps (and on Ctrl-C / SIGTERM)")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--no-figures", action="store_true", help="skip the PNG figures (inference.report)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.format != "table" and not args.data and not args.resume:
+        parser.error(f"--format {args.format} reads a --data file")
+    return resumed_args(parser, args) if args.resume else args
+
+
+# options that may differ on resume: they change what is shown, not what is fitted
+_DISPLAY_OPTIONS = ("resume", "no_progress", "no_figures")
+
+
+def resumed_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
+    """The settings saved in RUN_DIR/run.json when the run started, with this call's display options.
+
+    Fit options given beside ``--resume`` are refused rather than ignored or
+    mixed in: a resumed fit with other settings would be neither run.
+    """
+    run_dir = Path(args.resume)
+    saved = run_dir / "run.json"
+    if not saved.is_file():
+        parser.error(f"--resume {run_dir}: not a run folder of python -m inference.svi (no run.json in it)")
+    defaults = vars(parser.parse_args([]))
+    extra = [f"--{name.replace('_', '-')}" for name, value in vars(args).items()
+             if name not in _DISPLAY_OPTIONS and value != defaults[name]]
+    if extra:
+        parser.error(f"--resume takes the fit's settings from {saved}; drop {', '.join(extra)}")
+    settings = {**json.loads(saved.read_text()), **{name: getattr(args, name) for name in _DISPLAY_OPTIONS}}
+    return argparse.Namespace(**{**settings, "out": str(run_dir)})
 
 
 def load(args):
-    """(CrowdData, simulation or None, name) from --data or --dataset."""
+    """(CrowdData, simulation or None, name, rows left out on import) from --data or --dataset."""
     if args.data:
-        return CrowdData.from_source(args.data), None, Path(args.data).stem
+        imported = load_table(args.data, getattr(args, "format", "table"))  # older runs' run.json has no format
+        return CrowdData.from_table(imported.table), None, Path(args.data).stem, imported.dropped
     name = args.dataset or "retina"
     sim = load_dataset(name, seed=args.seed)
-    return CrowdData.from_source(sim.table, name=f"simulated {name}"), sim, name
+    return CrowdData.from_source(sim.table, name=f"simulated {name}"), sim, name, {}
 
 
 def run(args) -> dict:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("error: --device cuda asked for, but torch sees no CUDA device")
     torch.manual_seed(args.seed)
-    data, sim, name = load(args)
+    data, sim, name, dropped = load(args)
     method = None if args.method == "cen" else make_method(  # first: an oracle without truth stops here
         args.method, data, sim, K=args.K, seed=args.seed, device=args.device, progress=not args.no_progress)
     split = split_by_grid(data, args.holdout_frac, seed=args.seed)
@@ -111,6 +162,12 @@ def run(args) -> dict:
                          "and a fraction > 0")
     out = Path(args.out or f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}")
     out.mkdir(parents=True, exist_ok=True)
+    if args.resume:
+        print(f"resuming {out} " + ("from its checkpoint" if (out / "checkpoint.pt").exists()
+                                    else "from the start (it stopped before its first checkpoint)"))
+    else:  # what --resume needs to repeat the same fit
+        write_text(out / "run.json", json.dumps({**vars(args), "out": str(out.resolve()),
+                                                  "data": args.data and str(Path(args.data).resolve())}, indent=2))
     n_train = int(split.pair_masks(data)[0].sum())
     print(f"{name}: {data.n_images} images, {data.n_workers} workers, {data.n_grids} grids, {data.n_hits} HITs, "
           f"{len(data.pairs):,} pairs ({n_train:,} for training)")
@@ -118,6 +175,8 @@ def run(args) -> dict:
     if odd["n_one_group_hits"] or odd["n_all_singleton_hits"]:
         print(f"kept as crowd noise: {odd['n_one_group_hits']} HITs with every image in one group, "
               f"{odd['n_all_singleton_hits']} with every image alone")
+    if dropped:
+        print(f"left out on import: {left_out(dropped)}")
     unseen = int(unseen_worker_hits(data, split).sum())
     if unseen:
         print(f"{unseen} held-out HITs are by workers unseen in training: " + unseen_worker_note(args.method))
@@ -125,20 +184,27 @@ def run(args) -> dict:
         result = fit_and_evaluate(data, split, sim, variant=args.variant, K=args.K, map_mode=args.map,
                                   steps=args.steps, lr=args.lr, batch_hits=args.batch_hits, draws=args.draws,
                                   seed=args.seed, device=args.device, progress=not args.no_progress,
-                                  checkpoint=out / "checkpoint.pt", resume=args.resume, psis_draws=args.psis_draws)
-        if result is None:  # stopped with Ctrl-C; the checkpoint is kept
+                                  checkpoint=out / "checkpoint.pt", resume=bool(args.resume),
+                                  checkpoint_every=args.checkpoint_every, psis_draws=args.psis_draws)
+        if result is None:  # stopped by Ctrl-C or SIGTERM; the checkpoint is kept
+            print(f"resume with: python -m inference.svi --resume {out}", file=sys.stderr)
             sys.exit(130)
         write_netcdf(inference_data(result.model, result.draws, data, split.train_hits, result.test_pairs,
                                     result.p_same_draws, result.p_attr_draws, seed=args.seed), out / "posterior.nc")
     else:
         result = evaluate_method(method, data, split, sim, seed=args.seed)
-    metrics = {"dataset": name, **result.metrics, **odd, "n_test_hits_unseen_worker": unseen}
+    metrics = {"dataset": name, **result.metrics, **odd, **dropped, "n_test_hits_unseen_worker": unseen}
     write_outputs(out, data, sim, split, result, metrics)
     print_summary(metrics, out)
     if not args.no_figures:
         figures = write_report(out)
         print(f"figures: {', '.join(path.name for path in figures)}")
     return metrics
+
+
+def left_out(dropped: dict) -> str:
+    return (f"{dropped['n_rejected_assignments']} rejected assignments, "
+            f"{dropped['n_unassigned_images']} unassigned images")
 
 
 def unseen_worker_note(method: str) -> str:
@@ -164,12 +230,12 @@ def write_outputs(out: Path, data, sim, split, result: Scored, metrics) -> None:
     truth = true_hits(sim, data)
     if truth is not None:
         hits = hits.assign(true_attribute=truth["attribute"], true_noise=truth["noise"])
-    hits.to_csv(out / "hits.csv", index=False)
-    pd.DataFrame({
+    write_csv(hits, out / "hits.csv")
+    write_csv(pd.DataFrame({
         "worker_id": data.workers[test_pairs.worker.numpy()], "grid_id": data.grids[test_pairs.grid.numpy()],
         "image_i": data.images[test_pairs.i.numpy()], "image_j": data.images[test_pairs.j.numpy()],
         "label": test_pairs.label.numpy().astype(int), "p_same": result.p_same,
-    }).to_csv(out / "heldout_pairs.csv", index=False)
+    }), out / "heldout_pairs.csv")
     embedding = {"image_id": data.images}
     for k in range(K):
         embedding[f"mean_{k}"] = result.embedding[:, k]
@@ -179,8 +245,13 @@ def write_outputs(out: Path, data, sim, split, result: Scored, metrics) -> None:
         levels = sim.image_attributes.set_axis(sim.image_attributes.index.astype(str))[sim.attributes]
         for name, column in levels.reindex(np.asarray(data.images, dtype=str)).items():
             embedding[f"true_{name}"] = column.to_numpy()
-    pd.DataFrame(embedding).to_csv(out / "embeddings.csv", index=False)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
+    write_csv(pd.DataFrame(embedding), out / "embeddings.csv")
+    write_text(out / "metrics.json", json.dumps(metrics, indent=2, default=float))
+
+
+def write_csv(frame: pd.DataFrame, path: Path) -> None:
+    with atomic_path(path) as partial:
+        frame.to_csv(partial, index=False)
 
 
 def print_summary(metrics: dict, out: Path) -> None:
@@ -208,6 +279,8 @@ def print_summary(metrics: dict, out: Path) -> None:
     if "n_one_group_hits" in metrics:
         rows.append(("odd HITs (kept)", f"{metrics['n_one_group_hits']} every image in one group, "
                                         f"{metrics['n_all_singleton_hits']} every image alone"))
+    if "n_rejected_assignments" in metrics:
+        rows.append(("left out on import", left_out(metrics)))
     if metrics.get("n_test_hits_unseen_worker"):
         rows.append(("unseen workers", f"{metrics['n_test_hits_unseen_worker']} held-out HITs"))
     rows.append(("fit seconds", f"{metrics['fit_seconds']:.1f}"))
@@ -224,8 +297,9 @@ def print_summary(metrics: dict, out: Path) -> None:
 def main(argv=None) -> None:
     args = parse_args(argv)
     try:
-        run(args)
-    except (AnnotationError, OracleError) as err:
+        with deterministic():  # every method, not only the Bayesian fit: same seed, same numbers
+            run(args)
+    except (AnnotationError, OracleError, FitDiverged) as err:
         raise SystemExit(f"error: {err}") from None
     except OSError as err:  # an unreadable or unwritable path, a full disk: the user's to fix, in one line
         raise SystemExit(f"error: {' '.join(str(err).split())}") from None
