@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cen_bayes.atomic import atomic_path, write_text
+from cen_bayes.atomic import write_csv, write_text
 from models.energy import GAMMA
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -168,8 +168,7 @@ def run_jobs(jobs: list[Job], csv: Path, n_jobs: int = 1, fresh: bool = False, r
         for n, future in enumerate(as_completed(futures), 1):
             row = future.result()
             rows.append(row)
-            with atomic_path(csv) as partial:  # a kill mid-write keeps the rows already measured
-                pd.DataFrame(rows).to_csv(partial, index=False, float_format="%.5g")
+            write_csv(pd.DataFrame(rows), csv, float_format="%.5g")  # a kill mid-write keeps the rows so far
             print(f"[{n}/{len(todo)}] {row['dataset']} seed {row['seed']} frac {row['fraction']:g} K {row['K']} "
                   f"γ {row['gamma']:g} "
                   f"{row['method']:13s} acc {row['accuracy']:.3f} nll {row['nll']:.3f} "
@@ -210,7 +209,6 @@ def write_results(frame: pd.DataFrame, report: str, out, stem: str) -> None:
     """A benchmark's results: ``<stem>.csv`` (one row per fit) and ``<stem>.md`` (the tables) in ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / f"{stem}.csv") as partial:
-        frame.to_csv(partial, index=False, float_format="%.4f")
+    write_csv(frame, out / f"{stem}.csv", float_format="%.4f")
     write_text(out / f"{stem}.md", report)
     print(f"wrote {out / f'{stem}.csv'} and {out / f'{stem}.md'}")

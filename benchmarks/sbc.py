@@ -29,7 +29,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from benchmarks.runner import RESULTS, machine  # noqa: E402
-from cen_bayes.atomic import atomic_path, write_text  # noqa: E402
+from cen_bayes.atomic import atomic_path, write_csv, write_text  # noqa: E402
 from inference.sbc import QUANTITIES, calibration_summary, sbc_ranks  # noqa: E402
 
 DRAWS, BINS = 99, 10
@@ -95,8 +95,7 @@ def main(argv=None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     ranks = run(args.replicates, args.jobs, args.seed, args.steps)
     summary = calibration_summary(ranks, DRAWS, BINS)
-    with atomic_path(out / "sbc.csv") as partial:
-        ranks.to_csv(partial, index=False)
+    write_csv(ranks, out / "sbc.csv")
     histogram_figure(ranks, out / "sbc.png")
     write_text(out / "sbc.md", report(ranks, summary, args))
     print(summary.to_string(float_format="{:.3f}".format))

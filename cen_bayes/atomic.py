@@ -25,6 +25,13 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         partial.unlink(missing_ok=True)
 
 
+def write_csv(frame, path: str | Path, **to_csv) -> Path:
+    """``frame.to_csv(path, index=False, **to_csv)``, whole or not at all."""
+    with atomic_path(path) as partial:
+        frame.to_csv(partial, index=False, **to_csv)
+    return Path(path)
+
+
 def write_text(path: str | Path, text: str) -> Path:
     with atomic_path(path) as partial:
         partial.write_text(text)

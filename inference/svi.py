@@ -42,7 +42,7 @@ import pandas as pd
 import torch
 
 from cen_bayes.annotations import AnnotationError
-from cen_bayes.atomic import atomic_path, write_text
+from cen_bayes.atomic import write_csv, write_text
 from cen_bayes.crowd import CrowdData, odd_hit_counts
 from cen_bayes.datasets import DATASETS, load_dataset
 from cen_bayes.importers import FORMATS, load_table
@@ -248,10 +248,6 @@ def write_outputs(out: Path, data, sim, split, result: Scored, metrics) -> None:
     write_csv(pd.DataFrame(embedding), out / "embeddings.csv")
     write_text(out / "metrics.json", json.dumps(metrics, indent=2, default=float))
 
-
-def write_csv(frame: pd.DataFrame, path: Path) -> None:
-    with atomic_path(path) as partial:
-        frame.to_csv(partial, index=False)
 
 
 def print_summary(metrics: dict, out: Path) -> None:
