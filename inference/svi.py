@@ -141,7 +141,7 @@ def resumed_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> a
 def load(args):
     """(CrowdData, simulation or None, name, rows left out on import) from --data or --dataset."""
     if args.data:
-        imported = load_table(args.data, getattr(args, "format", "table"))  # older runs' run.json has no format
+        imported = load_table(args.data, args.format)
         return CrowdData.from_table(imported.table), None, Path(args.data).stem, imported.dropped
     name = args.dataset or "retina"
     sim = load_dataset(name, seed=args.seed)
