@@ -148,8 +148,10 @@ def _train_p_same(result, method, data, train_pairs) -> np.ndarray:
     return predict.pair_probability_draws(model, result.draws, data, train_pairs, scale).mean(0)
 
 
-def run_jobs(jobs: list[Job], csv: Path, n_jobs: int = 1, fresh: bool = False, resume: bool = False) -> pd.DataFrame:
-    """Run ``jobs`` in ``n_jobs`` worker processes, appending each row to ``csv`` as it lands.
+def run_jobs(jobs: list[Job], csv: Path, n_jobs: int = 1, fresh: bool = False, resume: bool = False,
+             fn=run_job) -> pd.DataFrame:
+    """Run ``fn`` (a picklable function of a job) on ``jobs`` in ``n_jobs`` worker processes,
+    appending each row to ``csv`` as it lands.
 
     ``fresh``: one process per job (peak memory is the job's own). ``resume``:
     keep the rows already in ``csv`` and skip their jobs.
@@ -164,7 +166,7 @@ def run_jobs(jobs: list[Job], csv: Path, n_jobs: int = 1, fresh: bool = False, r
         print(f"resuming: {len(jobs) - len(todo)} of {len(jobs)} jobs already in {csv}", flush=True)
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(n_jobs, mp_context=context, max_tasks_per_child=1 if fresh else None) as pool:
-        futures = {pool.submit(run_job, job): job for job in todo}
+        futures = {pool.submit(fn, job): job for job in todo}
         for n, future in enumerate(as_completed(futures), 1):
             row = future.result()
             rows.append(row)

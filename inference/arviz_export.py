@@ -7,7 +7,8 @@ Groups and dims, all named by the user's own ids:
   bias: the choice variant uses only ratios, so a_w's own scale drifts, to
   ~1e-12 on retina, and ``az.summary`` of a_w rounds to 0); ``a_g``
   (grid, attribute; unseen grids drawn from their context prior); ``tau``
-  (attribute); ``beta``; ``eps`` (worker, choice only); ``attribute_used``
+  (attribute); ``alpha`` (how alike workers' biases are: a^w ~ Gamma(1 + α, (1 + α)/τ));
+  ``beta``; ``eps`` (worker, choice only); ``attribute_used``
   (hit, attribute_or_noise): per draw, P(the HIT used dim k);
 * log_likelihood: ``labels`` (train_hit): each training HIT's joint
   log-likelihood, so ``az.loo`` is leave-one-HIT-out;
@@ -41,8 +42,9 @@ def inference_data(model: BayesianCEN, draws: list, data: CrowdData, train_hits:
             "a_g": ["grid", "attribute"],
             "tau": ["attribute"], "eps": ["worker"], "attribute_used": ["hit", "attribute_or_noise"],
             "labels": ["train_hit"], "label": ["heldout_pair"]}
+    names = ("x", "a_w", "a_g", "tau", "alpha", "beta", "eps")
     stacked = {name: np.stack([getattr(d, name).detach().cpu().numpy() for d in draws])
-               for name in ("x", "a_w", "a_g", "tau", "beta", "eps") if getattr(draws[0], name) is not None}
+               for name in names if getattr(draws[0], name) is not None}
     if "a_w" in stacked:
         stacked["worker_share"] = stacked["a_w"] / stacked["a_w"].sum(-1, keepdims=True)
     stacked["attribute_used"] = p_attr_draws

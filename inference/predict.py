@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from pyro.infer.autoguide import AutoDelta
 
 from cen_bayes.crowd import CrowdData, Pairs
-from models.cen import BayesianCEN
+from models.cen import BayesianCEN, worker_prior
 from models.hit_pairs import HitPairs
 from models.energy import fit_threshold_scale, paper_pair_loss, same_logit, weighted_distance
 
@@ -37,6 +37,7 @@ class Draw:
     beta: torch.Tensor | None
     eps: torch.Tensor | None
     tau: torch.Tensor | None = None
+    alpha: torch.Tensor | None = None  # the crowd level (models.cen): how alike workers' biases are
 
 
 @torch.no_grad()
@@ -63,30 +64,31 @@ def posterior_draws(model: BayesianCEN, guide, n_draws: int, seen_grids: torch.T
                 prior = torch.distributions.Exponential(1.0 / scale).sample()
                 a_g = torch.where(seen_grids.unsqueeze(-1), latent["a_g"], prior)
         draws.append(Draw(x=x, a_w=latent.get("a_w"), a_g=a_g, beta=latent.get("beta"), eps=latent.get("eps"),
-                          tau=latent.get("tau")))
+                          tau=latent.get("tau"), alpha=latent.get("alpha")))
     return draws
 
 
 def unseen_worker_prior(model: BayesianCEN, latent: dict, seen_workers: torch.Tensor, point: bool) -> dict:
     """``latent`` with the a^w and ε of workers that have no training HIT taken from the population.
 
-    Bayesian draws: a^w ~ Exponential(1/τ) with this draw's τ, ε ~ Beta(1, 4), i.e. the posterior
-    predictive for a new worker. A MAP point (``point``) uses the prior means τ and 1/5 instead
-    of one random draw; the paper's loss (``paper_loss``) has no population prior (its penalty is
-    nearly flat), so there the mean of the training workers' a^w stands in for it.
+    Bayesian draws: a^w from ``models.cen.worker_prior`` with this draw's crowd-level τ (and α),
+    ε ~ Beta(1, 4), i.e. the posterior predictive for a new worker. A MAP point (``point``) uses
+    the prior means τ and 1/5 instead of one random draw; the paper's loss (``paper_loss``) has
+    no population prior (its penalty is nearly flat), so there the mean of the training workers'
+    a^w stands in for it.
     """
     latent = dict(latent)
     keep = seen_workers.unsqueeze(-1)
-    if "a_w" in latent:
+    if latent.get("a_w") is not None:
         a_w = latent["a_w"]
         if model.paper_loss:
             population = a_w[seen_workers].mean(0).expand_as(a_w)
         elif point:
             population = latent["tau"].expand_as(a_w)
         else:
-            population = torch.distributions.Exponential(1.0 / latent["tau"]).sample(a_w.shape[:-1])
+            population = worker_prior(latent["tau"], latent.get("alpha")).sample(a_w.shape[:-1])
         latent["a_w"] = torch.where(keep, a_w, population)
-    if "eps" in latent:
+    if latent.get("eps") is not None:
         eps = latent["eps"]
         population = (torch.full_like(eps, 0.2) if point else
                       torch.distributions.Beta(model.one, 4.0 * model.one).sample(eps.shape))

@@ -209,7 +209,8 @@ def test_unseen_worker_predictions_are_finite(variant, map_mode):
 def test_unseen_worker_prior_replaces_only_unseen_workers():
     model = type("M", (), {"paper_loss": False, "one": torch.ones(())})()
     seen = torch.tensor([True, False, True])
-    latent = {"a_w": torch.full((3, 2), 5.0), "eps": torch.full((3,), 0.9), "tau": torch.tensor([1.0, 2.0])}
+    latent = {"a_w": torch.full((3, 2), 5.0), "eps": torch.full((3,), 0.9), "tau": torch.tensor([1.0, 2.0]),
+              "alpha": torch.tensor(1.0)}
     drawn = unseen_worker_prior(model, latent, seen, point=False)
     assert torch.equal(drawn["a_w"][seen], latent["a_w"][seen]) and torch.equal(drawn["eps"][seen], latent["eps"][seen])
     assert not torch.equal(drawn["a_w"][1], latent["a_w"][1]) and (drawn["a_w"][1] > 0).all()

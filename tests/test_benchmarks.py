@@ -1,8 +1,13 @@
 """The benchmarks run end to end at tiny sizes, so they cannot rot between full runs."""
 
-import pandas as pd
+import json
 
-from benchmarks import ablations, diagnostics, learning_curves, scale
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchmarks import ablations, diagnostics, learning_curves, real, scale
+from cen_bayes.crowd import CrowdData
 from benchmarks.runner import ALL_METHODS
 
 
@@ -57,3 +62,37 @@ def test_scale_smoke(tmp_path):
     report = (tmp_path / "speed.md").read_text()
     assert "× recipe" in report and "| paper-cen " in report and "1.00" in report
     assert "K-means MCC" in (tmp_path / "clustering.md").read_text()
+
+
+def test_real_smoke(tmp_path):
+    """The real-data benchmark on its simulated stand-in: every method, the references, the merges."""
+    real.main(["--smoke", "--seeds", "0", "--jobs", "1", "--methods", "cen-choice", "map-mixture", "bcc",
+               "paper-cen", "--out", str(tmp_path)])
+    frame = pd.read_csv(tmp_path / "real.csv")
+    assert set(frame.method) == {"cen-choice", "map-mixture", "bcc", "paper-cen"}
+    assert frame[["accuracy", "nll", "ece", "kmeans_mcc", "kmeans_nmi", "accuracy_seen_pairs"]].notna().all().all()
+    merges = json.loads(frame.loc[frame.method == "cen-choice", "merges_json"].item())
+    assert merges and all(0 <= m[4] <= 1 and m[5] <= m[4] <= m[6] for m in merges)  # mean inside its interval
+    assert frame.loc[frame.method != "cen-choice", "merges_json"].isna().all()
+    report = (tmp_path / "real.md").read_text()
+    for reference in real.REFERENCE_NAMES:
+        assert f"| {reference}" in report
+    assert "of the way from always 'different'" in report and "people merge" in report
+
+
+def test_real_says_where_it_looked_when_the_data_are_absent(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        real.main(["--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path)])
+    assert "real crowd data not found" in str(stop.value) and "nowhere" in str(stop.value)
+    assert not (tmp_path / "real.csv").exists()
+
+
+def test_real_references_score_the_oracles():
+    data = CrowdData.from_table(pd.DataFrame({
+        "worker_id": ["a"] * 4 + ["b"] * 4 + ["c"] * 4, "grid_id": ["g1"] * 4 + ["g2"] * 4 + ["g3"] * 4,
+        "image_id": [1, 2, 3, 4] * 3, "group": [0, 0, 1, 1] * 3}))
+    category = np.array(["x", "x", "y", "y"])  # people sort exactly by category
+    rows = {r["method"]: r for r in real.references(data, category, seed=0)}
+    assert rows["same-category oracle (rule)"]["accuracy"] == 1.0
+    assert rows["always different"]["accuracy"] == pytest.approx(4 / 6)
+    assert rows["same-category oracle (calibrated)"]["nll"] < 1e-6

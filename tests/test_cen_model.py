@@ -39,6 +39,26 @@ def test_latent_shapes(tiny, variant):
         assert shapes["a_g"] == (data.n_grids, 5)
     if variant == "choice":
         assert shapes["eps"] == (data.n_workers,)
+    assert ("alpha" in shapes) == (variant in ("mixture", "worker")) and shapes.get("alpha", ()) == ()
+
+
+def anonymous_crowd(noise_rate: float, seed: int = 0) -> CrowdData:
+    """Like real crowd data: every answer its own worker, each grid answered by three people."""
+    import dataclasses
+    from cen_bayes.datasets import DATASETS, simulate
+    sim = simulate(dataclasses.replace(DATASETS["tiny"], hits_per_grid=3, noise_rate=noise_rate), seed=seed)
+    table = sim.table.assign(worker_id=sim.table.worker_id.astype(str) + "@" + sim.table.grid_id.astype(str))
+    return CrowdData.from_table(table)
+
+
+def test_a_grid_answered_by_several_people_is_one_context():
+    data = anonymous_crowd(0.1)
+    assert data.n_hits == 3 * data.n_grids and data.n_workers == data.n_hits
+    model = BayesianCEN(data, np.ones(data.n_hits, dtype=bool), K=3, variant="mixture")
+    trace = pyro.poutine.trace(model).get_trace()
+    assert trace.nodes["a_g"]["value"].shape == (data.n_grids, 3)  # one activation per grid, not per answer
+    assert (torch.bincount(model.hit_grid) == 3).all()  # its three answers all read that one row
+
 
 
 @pytest.mark.parametrize("variant", ["choice", "mixture", "paper-mixture"])
