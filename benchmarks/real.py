@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from benchmarks.runner import Job, add_run_arguments, machine, mean_sd, run_jobs
+from benchmarks.runner import Job, add_run_arguments, fit_job, machine, mean_sd, run_jobs
 from cen_bayes.atomic import write_text
 from cen_bayes.crowd import CrowdData
 from cen_bayes.metrics import cluster_embedding, clustering_scores, pair_scores
@@ -54,6 +54,7 @@ DEFAULT_DIR = Path(__file__).resolve().parents[2] / "shared" / "real" / "orchest
 METHODS = ("cen-choice", "cen-mixture", "cen-context", "cen-worker", "map-mixture",
            "bcc", "siamese", "triplet", "paper-cen", "paper-worker", "paper-context")
 MERGE_MIN_PAIRS = 30  # a category pair needs this many training pairs to be read
+REFERENCE_NAMES = ("always different", "same-category oracle (rule)", "same-category oracle (calibrated)")
 
 
 @dataclass(frozen=True)
@@ -94,12 +95,18 @@ def category_rates(labels: np.ndarray, same_category: np.ndarray) -> tuple[float
     return float(labels[same_category].mean()), float(labels[~same_category].mean())
 
 
-def references(data: CrowdData, category: np.ndarray, seed: int) -> list[dict]:
-    """Always 'different' and the same-category oracle (hard and calibrated) on a seed's held-out pairs."""
+def held_out(data: CrowdData, seed: int):
+    """A seed's split (15 % of grids whole), its training and test pairs, which images training saw,
+    and which test pairs have both images seen."""
     split = split_by_grid(data, 0.15, seed=seed)
     train, test = (data.pairs.subset(m) for m in split.pair_masks(data))
     seen = seen_in_training(data, split.train_hits)
-    both_seen = seen[test.i.numpy()] & seen[test.j.numpy()]
+    return split, train, test, seen, seen[test.i.numpy()] & seen[test.j.numpy()]
+
+
+def references(data: CrowdData, category: np.ndarray, seed: int) -> list[dict]:
+    """Always 'different' and the same-category oracle (hard and calibrated) on a seed's held-out pairs."""
+    _, train, test, _, both_seen = held_out(data, seed)
     same_cat = {name: category[p.i.numpy()] == category[p.j.numpy()] for name, p in (("train", train), ("test", test))}
     y = test.label.numpy()
     in_cat, out_cat = category_rates(train.label.numpy(), same_cat["train"])
@@ -137,32 +144,16 @@ def crowd_merges(model, draws, data: CrowdData, pairs, category: np.ndarray) -> 
 
 def real_job(job: RealJob) -> dict:
     """Fit one method on one seed's split of the real data and score it."""
-    from inference.evaluate import evaluate_method, fit_and_evaluate
-    from models.methods import make_method
-
     torch.set_num_threads(job.threads)
     data, category = load_real(job.data_dir)
-    split = split_by_grid(data, 0.15, seed=job.seed)
-    train, test = (data.pairs.subset(m) for m in split.pair_masks(data))
-    kind, _, variant = job.method.partition("-")
-    if kind in ("cen", "map"):
-        result = fit_and_evaluate(data, split, None, variant=variant, K=job.k, map_mode=kind == "map",
-                                  steps=20 if job.smoke else None, draws=10 if job.smoke else 100, psis_draws=0,
-                                  seed=job.seed, device=job.device, progress=False)
-    else:
-        options = {"steps": 20} if job.smoke and job.method == "bcc" else {"epochs": 1} if job.smoke else {}
-        method = make_method(job.method, data, None, K=job.k, seed=job.seed, device=job.device, progress=False,
-                             **options)
-        result = evaluate_method(method, data, split, None, seed=job.seed)
+    split, train, test, seen, both_seen = held_out(data, job.seed)
+    result, _ = fit_job(job, data, split)
     y, p = test.label.numpy(), result.p_same
-    seen = seen_in_training(data, split.train_hits)
-    both_seen = seen[test.i.numpy()] & seen[test.j.numpy()]
     n_categories = len(np.unique(category))
     clustering = {how: clustering_scores(category[seen], cluster_embedding(result.embedding[seen], n_categories,
                                                                              how, job.seed))
                   for how in ("kmeans", "dpgmm")}
-    merges = (crowd_merges(result.model, result.draws, data, train, category)
-              if kind == "cen" else None)
+    merges = crowd_merges(result.model, result.draws, data, train, category) if job.method.startswith("cen-") else None
     return {"dataset": job.dataset, "seed": job.seed, "method": job.method, "fraction": 1.0, "K": job.k,
             "gamma": job.gamma_value,
             **{k: result.metrics["heldout"][k] for k in ("accuracy", "nll", "ece", "brier", "majority_accuracy")},
@@ -246,8 +237,6 @@ def report(frame: pd.DataFrame, data: CrowdData, category: np.ndarray, where: st
              "clusters / components as categories.", "", clustering.to_markdown(), "", *merges_report(frame)]
     return "\n".join(lines)
 
-
-REFERENCE_NAMES = ("always different", "same-category oracle (rule)", "same-category oracle (calibrated)")
 
 
 def stand_in(folder: Path, seed: int = 0) -> Path:

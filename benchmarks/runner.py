@@ -81,11 +81,29 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
+def fit_job(job: Job, data, split, sim=None):
+    """Fit ``job.method`` on ``split`` and score it: (``inference.evaluate`` result, the PairMethod or
+    None for the Bayesian CEN, which keeps its model and draws in the result)."""
+    from inference.evaluate import evaluate_method, fit_and_evaluate
+    from models.methods import make_method
+
+    kind, _, variant = job.method.partition("-")
+    if kind in ("cen", "map"):
+        result = fit_and_evaluate(data, split, sim, variant=variant, K=job.k, map_mode=kind == "map",
+                                  steps=20 if job.smoke else None, draws=10 if job.smoke else 100, psis_draws=0,
+                                  seed=job.seed, device=job.device, progress=False, gamma=job.gamma_value)
+        return result, None
+    options = {"gamma": job.gamma_value} if kind == "paper" else {}
+    if job.smoke:
+        options.update({"steps": 20} if job.method == "bcc" else {"epochs": 1})
+    method = make_method(job.method, data, sim, K=job.k, seed=job.seed, device=job.device, progress=False,
+                         **options)
+    return evaluate_method(method, data, split, sim, seed=job.seed), method
+
+
 def run_job(job: Job) -> dict:
     """Fit and score one job; a flat row of the results table."""
     from cen_bayes.splits import training_fraction
-    from inference.evaluate import evaluate_method, fit_and_evaluate
-    from models.methods import make_method
 
     torch.set_num_threads(job.threads)
     sim, data, split = _load(job.dataset, job.seed, job.smoke)
@@ -96,22 +114,10 @@ def run_job(job: Job) -> dict:
     rss_before = _peak_rss_mb()
     if job.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-    kind, _, variant = job.method.partition("-")
-    method = None  # a PairMethod; the Bayesian CEN keeps its model and draws in ``result``
-    if kind in ("cen", "map"):
-        result = fit_and_evaluate(data, split, sim, variant=variant, K=job.k, map_mode=kind == "map",
-                                  steps=20 if job.smoke else None, draws=10 if job.smoke else 100, psis_draws=0,
-                                  seed=job.seed, device=job.device, progress=False, gamma=gamma)
-    else:
-        options = {"gamma": gamma} if kind == "paper" else {}
-        if job.smoke:
-            options.update({"steps": 20} if job.method == "bcc" else {"epochs": 1})
-        method = make_method(job.method, data, sim, K=job.k, seed=job.seed, device=job.device, progress=False,
-                             **options)
-        result = evaluate_method(method, data, split, sim, seed=job.seed)
-        if kind == "paper":
-            with torch.no_grad():
-                result.metrics["train_paper_loss"] = method.loss(data, train_pairs).item()
+    result, method = fit_job(job, data, split, sim)
+    if job.method.startswith("paper-"):
+        with torch.no_grad():
+            result.metrics["train_paper_loss"] = method.loss(data, train_pairs).item()
     m = result.metrics
     train_labels = train_pairs.label.numpy().astype(bool)
     m["train_accuracy"] = float(((_train_p_same(result, method, data, train_pairs) > 0.5) == train_labels).mean())

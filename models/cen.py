@@ -121,11 +121,11 @@ class BayesianCEN(PyroModule):
     seeds: held-out 0.75 / 0.76 / 0.85 against 0.87 / 0.86 / 0.80 without it,
     and a 3-level attribute split over two dims), while on the real ImageNet
     crowd it helped the worker and mixture variants (benchmarks/README.md).
-    The shape stays at
-    or above 1: a learned shape below 1 puts a spike at 0 in the density that
-    the ELBO chases without bound. For the same reason the noise share keeps
-    a fixed prior: a learned crowd Beta(1 + κμ, 1 + κ(1 − μ)) collapsed
-    (κ → 2e5, μ → 4e-8) even on a simulated crowd with 60 % noisy HITs.
+    The shape stays at or above 1: a learned shape below 1 puts a spike at 0
+    in the density that the ELBO chases without bound. For the same reason
+    the noise share keeps a fixed prior: a learned crowd Beta(1 + κμ,
+    1 + κ(1 − μ)) collapsed (κ → 2e5, μ → 4e-8) even on a simulated crowd
+    with 60 % noisy HITs.
 
     The model holds the training pairs as buffers; ``forward(hits)`` scores a
     minibatch of training HITs (all when ``hits`` is None).
@@ -267,7 +267,8 @@ class BayesianCEN(PyroModule):
     def forward(self, hits: torch.Tensor | None = None):
         tau = None if self.paper_loss else self.activation_scale()
         x = self.embeddings()
-        alpha = self.worker_concentration() if self.variant in ("mixture", "worker") and not self.paper_loss else None
+        learns_alpha = self.variant in ("mixture", "worker") and not self.paper_loss
+        alpha = self.worker_concentration() if learns_alpha else None
         a_w = self.worker_activations(tau, alpha) if self.uses_worker else None
         a_g = self.grid_activations(x, tau) if self.uses_context else None
         beta = None if self.paper_loss else self.temperature()

@@ -42,17 +42,17 @@ def test_latent_shapes(tiny, variant):
     assert ("alpha" in shapes) == (variant in ("mixture", "worker")) and shapes.get("alpha", ()) == ()
 
 
-def anonymous_crowd(noise_rate: float, seed: int = 0) -> CrowdData:
+def anonymous_crowd() -> CrowdData:
     """Like real crowd data: every answer its own worker, each grid answered by three people."""
     import dataclasses
     from cen_bayes.datasets import DATASETS, simulate
-    sim = simulate(dataclasses.replace(DATASETS["tiny"], hits_per_grid=3, noise_rate=noise_rate), seed=seed)
+    sim = simulate(dataclasses.replace(DATASETS["tiny"], hits_per_grid=3), seed=0)
     table = sim.table.assign(worker_id=sim.table.worker_id.astype(str) + "@" + sim.table.grid_id.astype(str))
     return CrowdData.from_table(table)
 
 
 def test_a_grid_answered_by_several_people_is_one_context():
-    data = anonymous_crowd(0.1)
+    data = anonymous_crowd()
     assert data.n_hits == 3 * data.n_grids and data.n_workers == data.n_hits
     model = BayesianCEN(data, np.ones(data.n_hits, dtype=bool), K=3, variant="mixture")
     trace = pyro.poutine.trace(model).get_trace()
