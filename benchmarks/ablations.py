@@ -32,7 +32,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from cen_bayes.atomic import atomic_path, write_text  # noqa: E402
-from benchmarks.runner import Job, add_run_arguments, mean_sd, run_jobs  # noqa: E402
+from benchmarks.runner import Job, add_run_arguments, code_line, mean_sd, run_jobs  # noqa: E402
 
 GAMMAS = (1.0, 4.0, 5.0, 6.0, 8.0, 10.0)
 GAMMA_METHODS = ("cen-choice", "map-mixture")
@@ -46,8 +46,8 @@ PAPER_TABLE_S1 = {"celeba": {1: .685, 4: .698, 6: .698, 8: .693, 10: .692},
 def gamma_report(frame: pd.DataFrame) -> str:
     lines = ["# Positive weight γ (paper Table S1; `python -m benchmarks.ablations --study gamma`)", "",
              f"Held-out pair accuracy (NLL below), mean ± sd over seeds {sorted(frame.seed.unique().tolist())}, "
-             "full training set, 15 % of grids held out. The project's default is γ = 5 (the paper's text; its "
-             "Table S1 caption says 6). Paper row: its CEN-mixture.", ""]
+             f"full training set, 15 % of grids held out; {code_line(frame)}. The project's default is γ = 5 "
+             "(the paper's text; its Table S1 caption says 6). Paper row: its CEN-mixture.", ""]
     for dataset in frame.dataset.unique():
         part = frame[frame.dataset == dataset]
         acc = mean_sd(part, "accuracy", ["method", "gamma"]).unstack("gamma").sort_index(axis=1)
@@ -86,9 +86,9 @@ def embedding_size_report(frame: pd.DataFrame, out: Path) -> str:
     table = table.sort_index()
     table.index = [f"{method}, K = {K}" for method, K in table.index]
     lines = ["# Embedding size K (paper Fig. S4; `python -m benchmarks.ablations --study K`)", "",
-             f"{frame.dataset.iloc[0]}, seeds {sorted(frame.seed.unique().tolist())}, full training set. A dim's "
-             "share is the posterior mean share of HITs that used it (choice: P(z = k | labels); mixture: "
-             "P(argmax of the activation = k)). If K only adds spare dims, dims for 90 %, the effective number "
+             f"{frame.dataset.iloc[0]}, seeds {sorted(frame.seed.unique().tolist())}, full training set; "
+             f"{code_line(frame)}. A dim's share is the posterior mean share of HITs that used it (choice: "
+             "P(z = k | labels); mixture: P(argmax of the activation = k)). If K only adds spare dims, dims for 90 %, the effective number "
              "of dims and retrieval stay put as K grows.", "", table.to_markdown(), "",
              "![dim shares](embedding_size.png)", ""]
     methods = list(frame.method.unique())

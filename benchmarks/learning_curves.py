@@ -33,7 +33,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from cen_bayes.atomic import atomic_path, write_text  # noqa: E402
-from benchmarks.runner import ALL_METHODS, Job, add_run_arguments, machine, mean_sd, run_jobs  # noqa: E402
+from benchmarks.runner import ALL_METHODS, Job, add_run_arguments, code_line, machine, mean_sd, run_jobs  # noqa: E402
 
 FRACTIONS = (0.1, 0.3, 1.0)
 SCORES = {"accuracy": "acc", "nll": "NLL", "ece": "ECE", "brier": "Brier", "fit_seconds": "fit s"}
@@ -169,7 +169,7 @@ def comparisons(frame: pd.DataFrame) -> list[str]:
 
 def summary(frame: pd.DataFrame, jobs: int) -> str:
     lines = ["# Held-out label prediction vs training data (`python -m benchmarks.learning_curves`)", "",
-             f"{machine()}, {jobs} processes with "
+             f"{machine()}, {code_line(frame)}, {jobs} processes with "
              f"1 torch thread each; seeds {sorted(frame.seed.unique().tolist())}; {len(frame)} fits, "
              f"{frame.fit_seconds.sum() / 60:.0f} min of fitting in all. "
              "15 % of grids held out whole; mean ± sd over seeds; per-fit rows in `learning_curves.csv`. "

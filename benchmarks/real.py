@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from benchmarks.runner import Job, add_run_arguments, fit_job, machine, mean_sd, run_jobs
+from benchmarks.runner import Job, add_run_arguments, code_line, fit_job, machine, mean_sd, run_jobs
 from cen_bayes.atomic import write_text
 from cen_bayes.crowd import CrowdData
 from cen_bayes.metrics import cluster_embedding, clustering_scores, pair_scores
@@ -222,8 +222,8 @@ def report(frame: pd.DataFrame, data: CrowdData, category: np.ndarray, where: st
     position = (methods.loc[best, "accuracy"] - majority) / (oracle - majority)
     lines = ["# Real crowd partitions: ImageNet grids (`python -m benchmarks.real`)", "",
              f"Data: `{where}` (read in place, not part of the project). {describe(data, category)}", "",
-             f"{machine()}, 1 torch thread per fit; seeds {sorted(frame.seed.unique().tolist())} (each its own "
-             f"hold-out of 15 % of the grids, whole); K = {int(fits.K.iloc[0])}; mean ± sd over seeds; per-fit "
+             f"{machine()}, {code_line(fits)}, 1 torch thread per fit; seeds {sorted(frame.seed.unique().tolist())} "
+             f"(each its own hold-out of 15 % of the grids, whole); K = {int(fits.K.iloc[0])}; mean ± sd over seeds; per-fit "
              "rows in `real.csv`. Every held-out answer is by a new worker; "
              f"{means.share_seen_pairs.mean():.0%} of held-out pairs have both images in a training grid "
              "(`accuracy, both images seen`). `csn` is not run: it needs each HIT's true attribute.", "",

@@ -24,6 +24,7 @@ import json
 import multiprocessing
 import platform
 import resource
+import subprocess
 import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
@@ -36,7 +37,8 @@ import torch
 from cen_bayes.atomic import write_csv, write_text
 from models.energy import GAMMA
 
-RESULTS = Path(__file__).resolve().parent / "results"
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "benchmarks" / "results"
 # The paper's embedding sizes (supplement A, §4.4, §F): CELEBA 4 (four listed attributes),
 # RETINA 10 (attributes unknown), BIRDS 4; every method on a dataset uses the same K.
 PAPER_K = {"celeba": 4, "retina": 10, "birds": 4, "tiny": 4}
@@ -164,6 +166,7 @@ def run_jobs(jobs: list[Job], csv: Path, n_jobs: int = 1, fresh: bool = False, r
     """
     csv = Path(csv)
     csv.parent.mkdir(parents=True, exist_ok=True)
+    version = code_version()
     done = pd.read_csv(csv) if resume and csv.exists() else pd.DataFrame()
     rows = done.to_dict("records")
     seen = {_key(r) for r in rows}
@@ -174,7 +177,7 @@ def run_jobs(jobs: list[Job], csv: Path, n_jobs: int = 1, fresh: bool = False, r
     with ProcessPoolExecutor(n_jobs, mp_context=context, max_tasks_per_child=1 if fresh else None) as pool:
         futures = {pool.submit(fn, job): job for job in todo}
         for n, future in enumerate(as_completed(futures), 1):
-            row = future.result()
+            row = {**future.result(), "code": version}
             rows.append(row)
             write_csv(pd.DataFrame(rows), csv, float_format="%.5g")  # a kill mid-write keeps the rows so far
             print(f"[{n}/{len(todo)}] {row['dataset']} seed {row['seed']} frac {row['fraction']:g} K {row['K']} "
@@ -203,6 +206,30 @@ def add_run_arguments(parser: argparse.ArgumentParser, jobs: bool = True) -> Non
 def machine() -> str:
     """What the timings were measured on, for a report's first line."""
     return f"{platform.processor() or platform.machine()}, torch {torch.__version__}"
+
+
+def code_version() -> str:
+    """The commit the fits run at, ``-dirty`` if tracked code outside ``benchmarks/results`` differs
+    from it: every results row says which code made it, so rows of different versions are not
+    silently mixed in one table."""
+    def git(*args) -> str:
+        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    try:
+        commit = git("rev-parse", "--short=7", "HEAD")
+        changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)benchmarks/results")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("-dirty" if changed else "")
+
+
+def code_line(frame: pd.DataFrame) -> str:
+    """'code at `abc1234`' for a report's header, each version's row count when rows differ."""
+    versions = frame["code"].fillna("not recorded") if "code" in frame else pd.Series("not recorded", frame.index)
+    counts = versions.value_counts()
+    if len(counts) == 1:
+        return f"code at `{counts.index[0]}`" if counts.index[0] != "not recorded" else "code version not recorded"
+    return "code at " + ", ".join(f"{v if v == 'not recorded' else f'`{v}`'} ({n} rows)" for v, n in counts.items())
 
 
 def mean_sd(frame: pd.DataFrame, column: str, by: list[str], digits: int = 3) -> pd.Series:

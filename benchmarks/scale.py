@@ -29,14 +29,14 @@ import pandas as pd
 import torch
 
 from cen_bayes.atomic import write_text
-from benchmarks.runner import ALL_METHODS, Job, add_run_arguments, machine, run_jobs
+from benchmarks.runner import ALL_METHODS, Job, add_run_arguments, code_line, machine, run_jobs
 
 RECIPE = "paper-cen"
 
 
 def speed_report(frame: pd.DataFrame, threads: int) -> str:
     lines = ["# Fit time and memory (`python -m benchmarks.scale`)", "",
-             f"{machine()}, {threads} torch threads, "
+             f"{machine()}, {code_line(frame)}, {threads} torch threads, "
              f"device {frame.device.iloc[0]}; seed {sorted(frame.seed.unique().tolist())}; one fit at a time, each "
              f"in a fresh process. `× recipe` = fit seconds / fit seconds of `{RECIPE}` (the paper's recipe) in "
              "this run: below 1 is faster. Peak RSS is the whole process (Python, torch, data, fit); growth is "

@@ -8,7 +8,7 @@ import pytest
 
 from benchmarks import ablations, diagnostics, learning_curves, real, scale
 from cen_bayes.crowd import CrowdData
-from benchmarks.runner import ALL_METHODS
+from benchmarks.runner import ALL_METHODS, code_line, code_version
 
 
 def test_diagnostics_smoke(tmp_path):
@@ -31,7 +31,9 @@ def test_learning_curves_smoke(tmp_path):
     assert (hits[0.5] < hits[1.0]).all()
     assert frame.groupby("seed").majority_accuracy.nunique().eq(1).all()
     assert frame.loc[frame.method == "siamese", "retrieval_json"].isna().all()  # attribute-blind
+    assert frame.code.nunique() == 1 and frame.code.iloc[0] == code_version()  # which code made the rows
     report = (tmp_path / "learning_curves.md").read_text()
+    assert f"code at `{code_version()}`" in report
     assert "## tiny" in report and "paper recipe" in report and "± " in report
     assert "cen-choice" in (tmp_path / "retrieval.md").read_text()
     assert (tmp_path / "learning_curves.png").stat().st_size > 0 and (tmp_path / "retrieval.png").exists()
@@ -96,3 +98,11 @@ def test_real_references_score_the_oracles():
     assert rows["same-category oracle (rule)"]["accuracy"] == 1.0
     assert rows["always different"]["accuracy"] == pytest.approx(4 / 6)
     assert rows["same-category oracle (calibrated)"]["nll"] < 1e-6
+
+
+def test_code_line_names_every_version_of_a_mixed_table():
+    assert code_version() != "unknown"  # the tests run in a git checkout
+    frame = pd.DataFrame({"code": ["abc1234", "abc1234", "def5678-dirty", None]})
+    assert code_line(frame) == "code at `abc1234` (2 rows), `def5678-dirty` (1 rows), not recorded (1 rows)"
+    assert code_line(frame.iloc[:2]) == "code at `abc1234`"
+    assert code_line(pd.DataFrame({"x": [1]})) == "code version not recorded"
