@@ -4,6 +4,7 @@ attribute retrieval of every CEN variant (Fig. 4).
     python -m benchmarks.learning_curves                    # retina, celeba, birds; seeds 0-2; 2 processes
     python -m benchmarks.learning_curves --datasets birds --seeds 0 --fractions 1
     python -m benchmarks.learning_curves --smoke --out /tmp/x   # tiny sizes (what the tests run)
+    python -m benchmarks.learning_curves --report-only          # redraw the reports from the CSV
 
 For each dataset and seed: 15 % of grids held out whole; the training grids
 cut to nested fractions; at each fraction every method of
@@ -195,13 +196,19 @@ def main(argv=None) -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--fractions", nargs="+", type=float, default=list(FRACTIONS))
     parser.add_argument("--retrieval-dataset", default="celeba", help="dataset of the Fig. 4 confusion")
+    parser.add_argument("--report-only", action="store_true",
+                        help="fit nothing: redraw the reports from every row of OUT/learning_curves.csv "
+                             "(after runs in parts; give the --jobs they ran with)")
     add_run_arguments(parser)
     args = parser.parse_args(argv)
     out = Path(args.out)
-    jobs = [Job(dataset, seed, method, fraction, smoke=args.smoke, device=args.device)
-            for seed in args.seeds for dataset in args.datasets for fraction in sorted(args.fractions, reverse=True)
-            for method in args.methods]
-    frame = run_jobs(jobs, out / "learning_curves.csv", args.jobs, resume=args.resume)
+    if args.report_only:
+        frame = pd.read_csv(out / "learning_curves.csv")
+    else:
+        jobs = [Job(dataset, seed, method, fraction, smoke=args.smoke, device=args.device)
+                for seed in args.seeds for dataset in args.datasets
+                for fraction in sorted(args.fractions, reverse=True) for method in args.methods]
+        frame = run_jobs(jobs, out / "learning_curves.csv", args.jobs, resume=args.resume)
     plot_curves(frame, out / "learning_curves.png")
     write_text(out / "learning_curves.md", summary(frame, args.jobs))
     write_text(out / "retrieval.md", retrieval_report(frame, out, args.retrieval_dataset))

@@ -42,6 +42,11 @@ def test_learning_curves_smoke(tmp_path):
     learning_curves.main(["--smoke", "--datasets", "tiny", "--seeds", "0", "1", "--fractions", "0.5", "1",
                           "--retrieval-dataset", "tiny", "--resume", "--out", str(tmp_path)])
     assert pd.read_csv(tmp_path / "learning_curves.csv").equals(pd.read_csv(pd.io.common.StringIO(before)))
+    # --report-only redraws the same report from the CSV alone
+    report = (tmp_path / "learning_curves.md").read_text()
+    (tmp_path / "learning_curves.md").unlink()
+    learning_curves.main(["--report-only", "--retrieval-dataset", "tiny", "--out", str(tmp_path)])
+    assert (tmp_path / "learning_curves.md").read_text() == report
 
 
 def test_ablations_smoke(tmp_path):
