@@ -174,8 +174,9 @@ def summary(frame: pd.DataFrame, jobs: int) -> str:
              f"1 torch thread each; seeds {sorted(frame.seed.unique().tolist())}; {len(frame)} fits, "
              f"{frame.fit_seconds.sum() / 60:.0f} min of fitting in all. "
              "15 % of grids held out whole; mean ± sd over seeds; per-fit rows in `learning_curves.csv`. "
-             "`csn` is an oracle (told each HIT's true attribute). Fit seconds compare methods within this run "
-             "only.", "", "![learning curves](learning_curves.png)", "",
+             "`csn` is an oracle (told each HIT's true attribute). Fit seconds depend on what ran beside a fit: "
+             "compare them only between rows of one run (one code version above); `benchmarks.scale` times "
+             "fits alone.", "", "![learning curves](learning_curves.png)", "",
              "## At the full training set", "", *comparisons(frame), ""]
     for dataset in frame.dataset.unique():
         part = frame[frame.dataset == dataset]
