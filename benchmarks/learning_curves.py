@@ -180,10 +180,11 @@ def summary(frame: pd.DataFrame, jobs: int) -> str:
              "## At the full training set", "", *comparisons(frame), ""]
     for dataset in frame.dataset.unique():
         part = frame[frame.dataset == dataset]
-        lines += [f"## {dataset} (K = {part.K.iloc[0]}; always-majority accuracy "
+        lines += [f"## {dataset} (K = {part.K.iloc[0]}; seeds {sorted(part.seed.unique().tolist())}; "
+                  "always-majority accuracy "
                   f"{part.majority_accuracy.mean():.3f})", "", table(frame, dataset)]
     lines += ["## Training vs held-out accuracy at the full training set", "",
-              "A method that explains its training HITs but not unseen grids over-fits; rows measured in this run "
+              "A method that explains its training HITs but not unseen grids over-fits; rows that recorded it "
               "(`train_accuracy`: the same 0.5 threshold on the training pairs).", "",
               gap_table(frame), ""]
     return "\n".join(lines)
