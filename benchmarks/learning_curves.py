@@ -42,6 +42,18 @@ CEN_VARIANTS = ("cen-choice", "cen-mixture", "cen-context", "cen-worker", "map-m
                 "paper-cen", "paper-context", "paper-worker")
 
 
+def complete_seeds(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(rows of the seeds that every method has finished, the other rows), per dataset and fraction.
+
+    A mean over seeds compares methods only if each method had the same splits: a
+    run stopped part-way keeps its rows in the CSV (``--resume`` goes on from them)
+    but its unfinished seeds stay out of the tables."""
+    key = ["dataset", "fraction", "seed"]
+    done = frame.groupby(key).method.nunique() == frame.method.nunique()
+    complete = frame.set_index(key).index.isin(done[done].index)
+    return frame[complete], frame[~complete]
+
+
 def table(frame: pd.DataFrame, dataset: str) -> str:
     """Methods × fractions, mean ± sd of each score, best accuracy per fraction in bold."""
     part = frame[frame.dataset == dataset]
@@ -168,7 +180,11 @@ def comparisons(frame: pd.DataFrame) -> list[str]:
     return lines
 
 
-def summary(frame: pd.DataFrame, jobs: int) -> str:
+def summary(frame: pd.DataFrame, jobs: int, pending: pd.DataFrame | None = None) -> str:
+    waiting = "" if pending is None or pending.empty else (
+        f" {len(pending)} more fits in the CSV belong to seeds not every method has finished "
+        f"({', '.join(f'{d} seed {s} at {f:g}' for d, f, s in pending.groupby(['dataset', 'fraction', 'seed']).groups)}"
+        "); they join the tables when their seed is complete (`--resume`).")
     lines = ["# Held-out label prediction vs training data (`python -m benchmarks.learning_curves`)", "",
              f"{machine()}, {code_line(frame)}, {jobs} processes with "
              f"1 torch thread each; seeds {sorted(frame.seed.unique().tolist())}; {len(frame)} fits, "
@@ -176,7 +192,7 @@ def summary(frame: pd.DataFrame, jobs: int) -> str:
              "15 % of grids held out whole; mean ± sd over seeds; per-fit rows in `learning_curves.csv`. "
              "`csn` is an oracle (told each HIT's true attribute). Fit seconds depend on what ran beside a fit: "
              "compare them only between rows of one run (one code version above); `benchmarks.scale` times "
-             "fits alone.", "", "![learning curves](learning_curves.png)", "",
+             "fits alone." + waiting, "", "![learning curves](learning_curves.png)", "",
              "## At the full training set", "", *comparisons(frame), ""]
     for dataset in frame.dataset.unique():
         part = frame[frame.dataset == dataset]
@@ -211,8 +227,9 @@ def main(argv=None) -> None:
                 for seed in args.seeds for dataset in args.datasets
                 for fraction in sorted(args.fractions, reverse=True) for method in args.methods]
         frame = run_jobs(jobs, out / "learning_curves.csv", args.jobs, resume=args.resume)
+    frame, pending = complete_seeds(frame)
     plot_curves(frame, out / "learning_curves.png")
-    write_text(out / "learning_curves.md", summary(frame, args.jobs))
+    write_text(out / "learning_curves.md", summary(frame, args.jobs, pending))
     write_text(out / "retrieval.md", retrieval_report(frame, out, args.retrieval_dataset))
     print(f"wrote {out}/learning_curves.{{csv,md,png}} and retrieval.{{md,png}}")
 

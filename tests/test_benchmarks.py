@@ -111,3 +111,11 @@ def test_code_line_names_every_version_of_a_mixed_table():
     assert code_line(frame) == "code at `abc1234` (2 rows), `def5678-dirty` (1 rows), not recorded (1 rows)"
     assert code_line(frame.iloc[:2]) == "code at `abc1234`"
     assert code_line(pd.DataFrame({"x": [1]})) == "code version not recorded"
+
+
+def test_tables_leave_out_seeds_not_every_method_has_finished():
+    rows = [("retina", 1.0, seed, method) for seed in (0, 1) for method in ("a", "b")] + [("birds", 1.0, 0, "a")]
+    frame = pd.DataFrame(rows, columns=["dataset", "fraction", "seed", "method"])
+    complete, pending = learning_curves.complete_seeds(frame)
+    assert len(complete) == 4 and set(complete.dataset) == {"retina"}
+    assert pending.to_dict("records") == [{"dataset": "birds", "fraction": 1.0, "seed": 0, "method": "a"}]
