@@ -18,6 +18,9 @@ this run only (``benchmarks.scale`` times fits alone).
 Writes ``learning_curves.{csv,md,png}`` (mean ± sd over seeds of accuracy,
 NLL, ECE, Brier and fit seconds) and ``retrieval.{md,png}`` (attribute ×
 dim confusion and row entropy of each CEN variant at the full training set).
+A long run can be done in parts (``--resume``): the CSV keeps every row, and
+the tables use the seeds every method has finished, so methods are always
+compared on the same splits.
 """
 
 from __future__ import annotations
