@@ -88,8 +88,8 @@ def embedding_size_report(frame: pd.DataFrame, out: Path) -> str:
     lines = ["# Embedding size K (paper Fig. S4; `python -m benchmarks.ablations --study K`)", "",
              f"{frame.dataset.iloc[0]}, seeds {sorted(frame.seed.unique().tolist())}, full training set; "
              f"{code_line(frame)}. A dim's share is the posterior mean share of HITs that used it (choice: "
-             "P(z = k | labels); mixture: P(argmax of the activation = k)). If K only adds spare dims, dims for 90 %, the effective number "
-             "of dims and retrieval stay put as K grows.", "", table.to_markdown(), "",
+             "P(z = k | labels); mixture: P(argmax of the activation = k)). If K only adds spare dims, dims for "
+             "90 %, the effective number of dims and retrieval stay put as K grows.", "", table.to_markdown(), "",
              "![dim shares](embedding_size.png)", ""]
     methods = list(frame.method.unique())
     Ks = sorted(frame.K.unique())

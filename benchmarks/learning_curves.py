@@ -184,10 +184,12 @@ def comparisons(frame: pd.DataFrame) -> list[str]:
 
 
 def summary(frame: pd.DataFrame, jobs: int, pending: pd.DataFrame | None = None) -> str:
-    waiting = "" if pending is None or pending.empty else (
-        f" {len(pending)} more fits in the CSV belong to seeds not every method has finished "
-        f"({', '.join(f'{d} seed {s} at {f:g}' for d, f, s in pending.groupby(['dataset', 'fraction', 'seed']).groups)}"
-        "); they join the tables when their seed is complete (`--resume`).")
+    waiting = ""
+    if pending is not None and not pending.empty:
+        seeds = pending[["dataset", "seed", "fraction"]].drop_duplicates().itertuples(index=False)
+        waiting = (f" {len(pending)} more fits in the CSV belong to seeds not every method has finished ("
+                   + ", ".join(f"{d} seed {s} at {f:g}" for d, s, f in seeds)
+                   + "); they join the tables when their seed is complete (`--resume`).")
     lines = ["# Held-out label prediction vs training data (`python -m benchmarks.learning_curves`)", "",
              f"{machine()}, {code_line(frame)}, {jobs} processes with "
              f"1 torch thread each; seeds {sorted(frame.seed.unique().tolist())}; {len(frame)} fits, "

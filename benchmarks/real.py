@@ -223,8 +223,8 @@ def report(frame: pd.DataFrame, data: CrowdData, category: np.ndarray, where: st
     lines = ["# Real crowd partitions: ImageNet grids (`python -m benchmarks.real`)", "",
              f"Data: `{where}` (read in place, not part of the project). {describe(data, category)}", "",
              f"{machine()}, {code_line(fits)}, 1 torch thread per fit; seeds {sorted(frame.seed.unique().tolist())} "
-             f"(each its own hold-out of 15 % of the grids, whole); K = {int(fits.K.iloc[0])}; mean ± sd over seeds; per-fit "
-             "rows in `real.csv`. Every held-out answer is by a new worker; "
+             f"(each its own hold-out of 15 % of the grids, whole); K = {int(fits.K.iloc[0])}; mean ± sd over "
+             "seeds; per-fit rows in `real.csv`. Every held-out answer is by a new worker; "
              f"{means.share_seen_pairs.mean():.0%} of held-out pairs have both images in a training grid "
              "(`accuracy, both images seen`). `csn` is not run: it needs each HIT's true attribute.", "",
              "## Held-out pairs", "", table.to_markdown(), "",
