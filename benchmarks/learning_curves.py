@@ -50,9 +50,12 @@ def complete_seeds(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
     A mean over seeds compares methods only if each method had the same splits: a
     run stopped part-way keeps its rows in the CSV (``--resume`` goes on from them)
-    but its unfinished seeds stay out of the tables."""
+    but its unfinished seeds stay out of the tables. Methods are counted per dataset, so
+    a dataset run with fewer methods (``--methods``) still shows the ones it has."""
     key = ["dataset", "fraction", "seed"]
-    done = frame.groupby(key).method.nunique() == frame.method.nunique()
+    fitted = frame.groupby(key).method.nunique()
+    wanted = frame.groupby("dataset").method.nunique()
+    done = fitted == wanted.reindex(fitted.index.get_level_values("dataset")).to_numpy()
     complete = frame.set_index(key).index.isin(done[done].index)
     return frame[complete], frame[~complete]
 

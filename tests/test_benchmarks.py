@@ -114,8 +114,10 @@ def test_code_line_names_every_version_of_a_mixed_table():
 
 
 def test_tables_leave_out_seeds_not_every_method_has_finished():
-    rows = [("retina", 1.0, seed, method) for seed in (0, 1) for method in ("a", "b")] + [("birds", 1.0, 0, "a")]
+    rows = ([("retina", 1.0, seed, method) for seed in (0, 1) for method in ("a", "b")]
+            + [("birds", 1.0, 0, "a"), ("birds", 1.0, 0, "b"), ("birds", 1.0, 1, "a")]
+            + [("celeba", 1.0, 0, "a")])  # celeba run with one method (--methods): nothing pending
     frame = pd.DataFrame(rows, columns=["dataset", "fraction", "seed", "method"])
     complete, pending = learning_curves.complete_seeds(frame)
-    assert len(complete) == 4 and set(complete.dataset) == {"retina"}
-    assert pending.to_dict("records") == [{"dataset": "birds", "fraction": 1.0, "seed": 0, "method": "a"}]
+    assert len(complete) == 7 and set(complete.dataset) == {"retina", "birds", "celeba"}
+    assert pending.to_dict("records") == [{"dataset": "birds", "fraction": 1.0, "seed": 1, "method": "a"}]
