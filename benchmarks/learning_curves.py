@@ -52,11 +52,8 @@ def complete_seeds(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     run stopped part-way keeps its rows in the CSV (``--resume`` goes on from them)
     but its unfinished seeds stay out of the tables. Methods are counted per dataset, so
     a dataset run with fewer methods (``--methods``) still shows the ones it has."""
-    key = ["dataset", "fraction", "seed"]
-    fitted = frame.groupby(key).method.nunique()
-    wanted = frame.groupby("dataset").method.nunique()
-    done = fitted == wanted.reindex(fitted.index.get_level_values("dataset")).to_numpy()
-    complete = frame.set_index(key).index.isin(done[done].index)
+    fitted = frame.groupby(["dataset", "fraction", "seed"]).method.transform("nunique")
+    complete = fitted == frame.groupby("dataset").method.transform("nunique")
     return frame[complete], frame[~complete]
 
 
