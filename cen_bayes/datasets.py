@@ -7,6 +7,12 @@ paper's sizes (section 4), with the phenomena the paper describes (sections 3,
 model makes ("this HIT used gaze", "worker 24 prefers skin colour", "this
 grid highlights expression") can be checked against the truth.
 
+Real crowds mostly sort a grid by overall kind (cats here, birds there), not
+by one attribute; the ``categories`` dataset simulates that (issue 18, item 4),
+with images in a hierarchy of categories and workers who sort by kind at a
+granularity of their own. ``cen_bayes.limit`` re-runs the per-HIT part of the
+story (``answer_hits``) to give every dataset's Bayes-optimal P(same).
+
 Generative story (``simulate``); ``spec`` is a ``DatasetSpec``:
 
 1. **Images.** Every image i has a continuous latent value z_ik for each
@@ -17,15 +23,26 @@ Generative story (``simulate``); ``spec`` is a ``DatasetSpec``:
    quantiles of ``level_probs``. With ``n_species`` > 0 (BIRDS) each species
    is a combination of listed levels and z_ik = prototype(species, k) +
    ``species_spread`` * noise, so rare individuals look atypical.
+   With ``n_categories`` > 0 (CATEGORIES) images belong, in equal numbers, to
+   leaf categories in ``n_super_categories`` super-categories; a
+   super-category fixes the levels of ``super_attributes``, its leaves are
+   combinations of the other listed levels, and latents scatter around the
+   leaf's prototype as for species. So leaves of one super-category are near
+   each other in latent space and an embedding with one dimension per listed
+   attribute can tell them apart or lump them. Two leaves of one
+   super-category that differ only in the last listed attribute are near
+   twins (cheetah / leopard); each leaf has at most one.
 2. **Grids.** A grid is ``grid_size`` images. Most are uniform random samples
    (as in the paper); a share ``focused_grid_rate`` is "focused" on one
    attribute k*: images near a random reference image on every other listed
    attribute, spread evenly over the levels of k* (the kind of grid section
    4.6 synthesises). Focused grids are our addition, so the context
    effect is strong enough to check; the paper's grids were all random
-   (``focused_grid_rate=0``). The *salience* s_gk of attribute k in grid g is the
-   entropy of k's levels among the grid's images, divided by log L_k
-   (0 = all alike, 1 = evenly spread).
+   (``focused_grid_rate=0``). With categories and ``grid_super_categories``,
+   a random grid shows images of that many random super-categories only, as
+   a crowd task about kinds would be built. The *salience* s_gk of
+   attribute k in grid g is the entropy of k's levels among the grid's
+   images, divided by log L_k (0 = all alike, 1 = evenly spread).
 3. **Workers.** Worker w has a prior bias b_w over the listed attributes
    (sums to 1). A share ``biased_share`` are "biased": about
    ``bias_strength`` of the mass on one favourite attribute (supplement B,
@@ -35,6 +52,10 @@ Generative story (``simulate``); ``spec`` is a ``DatasetSpec``:
    ``n_grids * hits_per_grid``; no worker sees a grid twice. When there are
    too few HITs for that minimum (e.g. ``n_grids=30``), it is lowered and some
    workers do none (they stay in ``worker_bias``, absent from the table).
+   With categories, worker w also has a category propensity c_w (Beta, mean
+   ``category_rate``) and a merge propensity m_w (Beta, mean
+   ``category_merge_rate``): some workers nearly always sort by kind, some
+   lump kinds together often.
 4. **Attribute used on a clean HIT (w, g):**
    k ~ Categorical(p),  p_k ∝ b_wk * exp(``context_strength`` * s_gk),
    so a strong prior wins over context and a flat prior follows the grid.
@@ -45,6 +66,12 @@ Generative story (``simulate``); ``spec`` is a ``DatasetSpec``:
    k and a second attribute drawn the same way (``attribute2``), when the
    cross has at most ``max_groups`` groups. A clean HIT on an attribute that
    is constant within its grid has one group, like a one-group submission.
+   **By category** (categories only): a clean HIT sorts by kind instead, with
+   probability c_w. Its grain: with probability m_w the whole HIT by
+   super-category ("super"); else by leaf, each pair of near twins lumped
+   independently with probability m_w ("merged" when a lumped pair was both
+   on the grid, else "leaf"). A grid showing more kinds than the GUI's groups
+   forces lumping: every twin pair, then super-categories.
 5. **Noise.** Exactly round(``noise_rate`` * n_hits) HITs are noisy, drawn
    with per-worker propensities (some workers are sloppier). Their kind is
    drawn from ``noise_mix`` over:
@@ -56,12 +83,22 @@ Generative story (``simulate``); ``spec`` is a ``DatasetSpec``:
 7. The GUI allows at most ``max_groups`` (10) groups; group labels are
    letters in random order per HIT.
 
+Steps 4-6 are ``answer_hits``: given the world of steps 1-3 (``World``) it
+answers any set of HITs, so the simulator and ``cen_bayes.limit`` share one
+definition of the process. Adding categories kept the order of random draws
+of the other datasets, so their tables are unchanged.
+
 Ground truth: ``SimulatedDataset.hits`` says per HIT which attribute was used
 (``attribute``; the off-list name for off-list noise; missing for one_group
-and random), the ``noise`` kind, ``granularity`` and ``n_groups``;
-``image_attributes`` holds every image's levels; ``latent`` the continuous
+and random; "category" for sorting by kind), the ``noise`` kind,
+``granularity`` (fine / coarse; leaf / merged / super by category),
+``n_groups`` and, with categories, ``merged`` (the lumped twin pairs, as
+"a+b" leaf codes); ``image_attributes`` holds every image's levels (and
+``category``, ``super_category``); ``categories`` each leaf's
+super-category, twin and prototype levels; ``latent`` the continuous
 values; ``grids`` each grid's salience and focus; ``worker_bias`` each
-worker's prior and type.
+worker's prior and type; ``propensities`` each worker's noise, coarse (and
+category, merge) propensity.
 """
 
 from __future__ import annotations
@@ -112,7 +149,13 @@ class DatasetSpec:
     hit_count_skew: float = 0.6  # lognormal sigma of workers' HIT counts
     max_groups: int = 10  # the GUI's limit
     n_species: int = 0  # > 0: images belong to species, each a combination of listed levels
-    species_spread: float = 0.3  # within-species sd of the latents
+    species_spread: float = 0.3  # within-species (and within-category) sd of the latents
+    n_categories: int = 0  # > 0: images belong to leaf categories in a hierarchy (workers may sort by kind)
+    n_super_categories: int = 0  # super-categories, each with n_categories / n_super_categories leaves
+    super_attributes: tuple[str, ...] = ()  # listed attributes whose levels a super-category fixes
+    category_rate: float = 0.0  # mean per-worker probability that a clean HIT sorts by category
+    category_merge_rate: float = 0.0  # mean per-worker probability of lumping kinds (see _category_labels)
+    grid_super_categories: int = 0  # > 0: a random grid shows images of this many super-categories
 
     def __post_init__(self):
         listed, off = dict(self.attribute_levels), dict(self.off_list_levels)
@@ -143,6 +186,28 @@ class DatasetSpec:
             raise ValueError(f"{self.name}: need n_grids >= 1, n_workers >= 1, min_hits_per_worker >= 0")
         if self.n_species and self.n_species > int(np.prod(list(listed.values()))):
             raise ValueError(f"{self.name}: n_species exceeds the number of listed level combinations")
+        if self.n_categories:
+            self._check_categories(listed)
+
+    def _check_categories(self, listed: dict[str, int]) -> None:
+        C, n_super, top = self.n_categories, self.n_super_categories, self.super_attributes
+        rest = [a for a in listed if a not in top]
+        if self.n_species:
+            raise ValueError(f"{self.name}: images have either species or categories, not both")
+        if not 1 <= n_super <= self.max_groups or C % n_super:
+            raise ValueError(f"{self.name}: n_super_categories must be in 1..max_groups and divide n_categories")
+        if not top or not set(top) <= set(listed) or list(listed)[-1] in top:
+            raise ValueError(f"{self.name}: super_attributes must be listed attributes, not the last one "
+                             "(near leaf pairs differ in the last)")
+        if n_super > int(np.prod([listed[a] for a in top])) or C // n_super > int(np.prod([listed[a] for a in rest])):
+            raise ValueError(f"{self.name}: too few level combinations for {n_super} super-categories "
+                             f"of {C // n_super} leaves")
+        if not (0 <= self.category_rate <= 1 and 0 <= self.category_merge_rate <= 1):
+            raise ValueError(f"{self.name}: category_rate and category_merge_rate must be probabilities")
+        smallest_pool = self.grid_super_categories * (C // n_super) * (self.n_images // C)
+        if not 0 <= self.grid_super_categories <= n_super or 0 < smallest_pool < self.grid_size:
+            raise ValueError(f"{self.name}: grid_super_categories must be in 0..n_super_categories and "
+                             "show at least grid_size images")
 
 
 @dataclass(repr=False)
@@ -157,13 +222,16 @@ class SimulatedDataset:
     name: str
     table: pd.DataFrame  # worker_id, grid_id, image_id, group
     attributes: list[str]  # listed attributes, in column order
-    image_attributes: pd.DataFrame  # index image_id: level per listed and off-list attribute (+ species)
-    hits: pd.DataFrame  # worker_id, grid_id, attribute, noise, granularity, n_groups, attribute2
+    image_attributes: pd.DataFrame  # index image_id: level per listed and off-list attribute
+    # (+ species, or category and super_category)
+    hits: pd.DataFrame  # worker_id, grid_id, attribute, noise, granularity, n_groups, attribute2 (+ merged)
     worker_bias: pd.DataFrame  # index worker_id: prior over listed attributes, then 'type'
     spec: DatasetSpec
     off_list: list[str] = field(default_factory=list)  # hidden attributes (off-list noise)
     grids: pd.DataFrame | None = None  # index grid_id: 'focus' and salience per attribute
     latent: pd.DataFrame | None = None  # index image_id: continuous latent per attribute
+    propensities: pd.DataFrame | None = None  # index worker_id: noise, coarse (+ category, merge) propensity
+    categories: pd.DataFrame | None = None  # index category: super_category, twin, prototype levels
 
     @property
     def n_pairs(self) -> int:
@@ -236,6 +304,24 @@ DATASETS: dict[str, DatasetSpec] = {
         biased_share=0.6, bias_strength=0.9, context_strength=5.0,
         focused_grid_rate=0.5, slip_rate=0.01, coarse_rate=0.0, mixed_rate=0.0,
     ),
+    # Sorting by kind (issue 18, item 4): real crowds sort a grid by overall kind
+    # more often than by one attribute. 20 leaf categories (animal kinds) in 5
+    # super-categories; a super-category fixes body plan and size, its four
+    # leaves are the four coat colour x coat pattern combinations, and the two
+    # leaves differing only in pattern are near twins (cheetah / leopard).
+    # Random grids show 2 super-categories (8 kinds), several workers sort
+    # each grid, the HIT counts are very skewed, so many workers do one or two.
+    "categories": DatasetSpec(
+        name="categories", n_images=700, n_workers=220, n_grids=250, grid_size=30, hits_per_grid=4,
+        attribute_levels={"body_plan": 3, "size": 2, "coat_color": 2, "coat_pattern": 2},
+        noise_rate=0.15,
+        off_list_levels={"background": 3, "pose": 2},
+        n_categories=20, n_super_categories=5, super_attributes=("body_plan", "size"), species_spread=0.35,
+        category_rate=0.65, category_merge_rate=0.25, grid_super_categories=2,
+        min_hits_per_worker=1, hit_count_skew=1.2,
+        biased_share=0.4, bias_strength=0.85, context_strength=6.0,
+        focused_grid_rate=0.2, slip_rate=0.03, coarse_rate=0.25, mixed_rate=0.0,
+    ),
 }
 
 
@@ -259,50 +345,190 @@ def simulate(spec: DatasetSpec, seed: int = 0) -> SimulatedDataset:
     n_levels = np.array([{**spec.attribute_levels, **spec.off_list_levels}[a] for a in names])
     K, W, G, S = len(listed), spec.n_workers, spec.n_grids, spec.grid_size
 
-    latent, species = _image_latents(spec, rng, names, n_levels)
+    latent, species, tree = _image_latents(spec, rng, names, n_levels)
     levels = _levels(spec, latent, names)
-    grid_images, focus = _grids(spec, rng, levels[:, :K], n_levels[:K])
+    category = tree.image_category if tree is not None else None
+    grid_images, focus = _grids(spec, rng, levels[:, :K], n_levels[:K],
+                                None if tree is None else tree.super_of[category])
     salience = _salience(levels, n_levels, grid_images)
     bias, wtype = _worker_bias(spec, rng)
     hit_worker, hit_grid = _assign_hits(spec, rng)
     H = len(hit_worker)
+    category_p = merge_p = None
+    if tree is not None:  # each worker's taste for sorting by kind, and for lumping near kinds
+        category_p = _propensities(rng, spec.category_rate, 5.0, W)
+        merge_p = _propensities(rng, spec.category_merge_rate, 4.0, W)
+    world = World(spec, levels, n_levels, grid_images, salience, bias, tree, category_p, merge_p)
+
+    # 4.-6. every HIT answered (one definition, shared with cen_bayes.limit)
+    answer = answer_hits(world, rng, hit_worker, hit_grid)
+
+    # 7. letters in random order per HIT
+    rows = np.arange(H)
+    letters = np.argsort(rng.random((H, spec.max_groups)), axis=1)
+    group = _LETTERS[letters[rows[:, None], answer.labels]]
+
+    image_ids = _ids("img", spec.n_images)
+    worker_ids, grid_ids = _ids("w", W), _ids("g", G)
+    images = grid_images[hit_grid]
+    table = pd.DataFrame({
+        "worker_id": np.repeat(worker_ids[hit_worker], S),
+        "grid_id": np.repeat(grid_ids[hit_grid], S),
+        "image_id": image_ids[images].ravel(),
+        "group": group.ravel(),
+    })
+    noise, attr = answer.noise, answer.attr
+    attr_name = np.array(names, dtype=object)[attr]
+    if tree is not None:
+        attr_name = np.where(answer.by_category, "category", attr_name)
+    granularity = np.where(answer.coarse, "coarse", "fine")
+    if tree is not None:
+        granularity = np.where(answer.by_category, np.array(CATEGORY_GRAINS)[answer.grain], granularity)
+    hits = pd.DataFrame({
+        "worker_id": worker_ids[hit_worker],
+        "grid_id": grid_ids[hit_grid],
+        "attribute": np.where(noise >= 2, None, attr_name),
+        "noise": np.array(("none",) + NOISE_KINDS)[noise],
+        "granularity": granularity,
+        "n_groups": answer.n_groups,
+        "attribute2": np.where(answer.mixed, np.array(listed, dtype=object)[answer.attr2], None),
+    })
+    if tree is not None:
+        hits["merged"] = _merge_descriptions(tree, answer.merged, answer.by_category)
+    image_attributes = pd.DataFrame(levels, columns=names, index=pd.Index(image_ids, name="image_id"))
+    if species is not None:
+        image_attributes["species"] = species
+    if tree is not None:
+        image_attributes["category"] = category
+        image_attributes["super_category"] = tree.super_of[category]
+    worker_bias = pd.DataFrame(bias, columns=listed, index=pd.Index(worker_ids, name="worker_id"))
+    worker_bias["type"] = wtype
+    propensities = pd.DataFrame(
+        {"noise": answer.noise_propensity if answer.noise_propensity is not None else np.full(W, np.nan),
+         "coarse": answer.coarse_propensity},
+        index=pd.Index(worker_ids, name="worker_id"))
+    if tree is not None:
+        propensities["category"], propensities["merge"] = category_p, merge_p
+    grids = pd.DataFrame(salience, columns=names, index=pd.Index(grid_ids, name="grid_id"))
+    grids.insert(0, "focus", np.where(focus >= 0, np.array(listed, dtype=object)[np.maximum(focus, 0)], None))
+    return SimulatedDataset(
+        name=spec.name, table=table, attributes=listed, image_attributes=image_attributes, hits=hits,
+        worker_bias=worker_bias, spec=spec, off_list=off, grids=grids,
+        latent=pd.DataFrame(latent, columns=names, index=pd.Index(image_ids, name="image_id")),
+        propensities=propensities, categories=None if tree is None else tree.frame(listed),
+    )
+
+
+# --- answering HITs: the part of the story re-run by cen_bayes.limit ------------------------------
+
+
+@dataclass
+class World:
+    """Everything fixed before any HIT is answered (steps 1-3, and the workers' category tastes).
+
+    ``answer_hits`` needs only this, so the simulator and the Bayes-optimal
+    reference (``cen_bayes.limit``, which rebuilds it from a
+    ``SimulatedDataset``) answer HITs with the same code.
+    """
+
+    spec: DatasetSpec
+    levels: np.ndarray  # (N, A) level of every listed, then off-list, attribute
+    n_levels: np.ndarray  # (A,)
+    grid_images: np.ndarray  # (G, S) image indices per grid
+    salience: np.ndarray  # (G, A)
+    bias: np.ndarray  # (W, K) prior over listed attributes
+    tree: "CategoryTree | None" = None  # categories, when the spec has them
+    category_p: np.ndarray | None = None  # (W,) probability a clean HIT sorts by category
+    merge_p: np.ndarray | None = None  # (W,) probability of lumping (super-category, or each near pair)
+
+
+@dataclass
+class Answers:
+    """Per HIT: the draws that produced its groups (ground truth), and the groups themselves."""
+
+    attr: np.ndarray  # attribute index used (listed, or off-list for off-list noise)
+    noise: np.ndarray  # 0 none, 1 off_list, 2 one_group, 3 random
+    coarse: np.ndarray  # bool: level 0 against the rest
+    mixed: np.ndarray  # bool: crossed with attr2
+    attr2: np.ndarray
+    by_category: np.ndarray  # bool: sorted by category
+    grain: np.ndarray  # index into CATEGORY_GRAINS (category HITs)
+    merged: np.ndarray | None  # (H, T) bool: near pair t lumped together (both shown), category HITs
+    labels: np.ndarray  # (H, S) group 0..n-1 of each shown image
+    n_groups: np.ndarray
+    noise_propensity: np.ndarray | None  # (W,) as drawn by the simulator (None without noisy HITs)
+    coarse_propensity: np.ndarray  # (W,)
+
+
+def answer_hits(world: World, rng: np.random.Generator, hit_worker: np.ndarray, hit_grid: np.ndarray,
+                noisy: np.ndarray | None = None, coarse_p: np.ndarray | None = None) -> Answers:
+    """Steps 4-6 of the story for the HITs (hit_worker[h], hit_grid[h]); step 7's letters are the caller's.
+
+    As the simulator calls it (``noisy`` and ``coarse_p`` None), it also draws
+    the workers' noise and coarse propensities, and allocates the exact
+    number of noisy HITs among these HITs; the order of random draws is the
+    one every registered dataset was made with, so their tables never change.
+    ``cen_bayes.limit`` passes the propensities the simulation drew and which
+    HITs are noisy, and re-runs every per-HIT draw: the attribute used,
+    noise kind, granularity, crossing, category grain and merges, random
+    groups and slips.
+    """
+    spec, levels, n_levels, salience = world.spec, world.levels, world.n_levels, world.salience
+    K, A, W, S = world.bias.shape[1], len(n_levels), world.bias.shape[0], world.grid_images.shape[1]
+    H = len(hit_worker)
+    rows = np.arange(H)
 
     # 4. attribute used: p_k ∝ b_wk exp(strength * s_gk), by Gumbel-max
-    logits = np.log(bias[hit_worker]) + spec.context_strength * salience[hit_grid, :K]
+    logits = np.log(world.bias[hit_worker]) + spec.context_strength * salience[hit_grid, :K]
     attr = np.argmax(logits + rng.gumbel(size=(H, K)), axis=1)
 
     # 5. noise: exact count, per-worker propensities; kind from noise_mix
     noise = np.zeros(H, dtype=int)  # 0 none, 1 off_list, 2 one_group, 3 random
-    n_noisy = int(round(spec.noise_rate * H))
-    if n_noisy:
-        propensity = rng.beta(*_beta_params(spec.noise_rate, 5.0), size=W)[hit_worker]
-        noisy = rng.choice(H, n_noisy, replace=False, p=propensity / propensity.sum())
-        mix = np.array(spec.noise_mix, dtype=float)
-        if not off:
-            mix[0] = 0.0
-        noise[noisy] = 1 + rng.choice(3, n_noisy, p=mix / mix.sum())
-    if off:
+    mix = np.array(spec.noise_mix, dtype=float)
+    if A == K:
+        mix[0] = 0.0
+    noise_propensity = None
+    if noisy is None:
+        n_noisy = int(round(spec.noise_rate * H))
+        if n_noisy:
+            noise_propensity = rng.beta(*_beta_params(spec.noise_rate, 5.0), size=W)
+            weight = noise_propensity[hit_worker]
+            chosen = rng.choice(H, n_noisy, replace=False, p=weight / weight.sum())
+            noise[chosen] = 1 + rng.choice(3, n_noisy, p=mix / mix.sum())
+    else:
+        chosen = np.flatnonzero(noisy)
+        if len(chosen):
+            noise[chosen] = 1 + rng.choice(3, len(chosen), p=mix / mix.sum())
+    if A > K:
         off_logits = spec.context_strength * salience[hit_grid, K:]
         off_attr = K + np.argmax(off_logits + rng.gumbel(size=off_logits.shape), axis=1)
         attr = np.where(noise == 1, off_attr, attr)
 
-    # granularity and mixing (clean HITs only)
+    # sorting by category (a per-worker taste), else granularity and mixing (clean HITs only)
     clean = noise == 0
-    coarse_p = rng.beta(*_beta_params(spec.coarse_rate, 4.0), size=W) if 0 < spec.coarse_rate < 1 \
-        else np.full(W, float(spec.coarse_rate))
-    coarse = clean & (n_levels[attr] >= 3) & (rng.random(H) < coarse_p[hit_worker])
+    if coarse_p is None:
+        coarse_p = _propensities(rng, spec.coarse_rate, 4.0, W)
+    by_category = np.zeros(H, dtype=bool)
+    if world.tree is not None:
+        by_category = clean & (rng.random(H) < world.category_p[hit_worker])
+    coarse = clean & ~by_category & (n_levels[attr] >= 3) & (rng.random(H) < coarse_p[hit_worker])
     second_logits = logits + rng.gumbel(size=(H, K))
-    second_logits[np.arange(H), np.minimum(attr, K - 1)] = -np.inf
+    second_logits[rows, np.minimum(attr, K - 1)] = -np.inf
     second_logits[n_levels[np.minimum(attr, K - 1)][:, None] * n_levels[None, :K] > spec.max_groups] = -np.inf
     attr2 = np.argmax(second_logits, axis=1)
-    mixed = clean & ~coarse & (rng.random(H) < spec.mixed_rate) & np.isfinite(second_logits.max(axis=1))
+    mixed = (clean & ~by_category & ~coarse & (rng.random(H) < spec.mixed_rate)
+             & np.isfinite(second_logits.max(axis=1)))
 
     # group labels
-    images = grid_images[hit_grid]  # (H, S)
-    rows = np.arange(H)
+    images = world.grid_images[hit_grid]  # (H, S)
     lab = levels[images, attr[:, None]]
     lab = np.where(coarse[:, None], lab > 0, lab)
     lab = np.where(mixed[:, None], lab * n_levels[attr2][:, None] + levels[images, attr2[:, None]], lab)
+    grain, merged = np.zeros(H, dtype=int), None
+    if world.tree is not None:
+        by_kind, grain, merged = _category_labels(world, rng, hit_worker, images)
+        lab = np.where(by_category[:, None], by_kind, lab)
+        merged &= by_category[:, None]
     lab[noise == 2] = 0
     rand = noise == 3
     n_rand = rng.integers(2, min(spec.max_groups, S) + 1, size=rand.sum())
@@ -314,41 +540,8 @@ def simulate(spec: DatasetSpec, seed: int = 0) -> SimulatedDataset:
     shift = 1 + (rng.random((H, S)) * (n_groups[:, None] - 1)).astype(int)
     lab = np.where(slip, (lab + shift) % np.maximum(n_groups, 1)[:, None], lab)
     lab, n_groups = _compact(lab, spec.max_groups)
-
-    # 7. letters in random order per HIT
-    letters = np.argsort(rng.random((H, spec.max_groups)), axis=1)
-    group = _LETTERS[letters[rows[:, None], lab]]
-
-    image_ids = _ids("img", spec.n_images)
-    worker_ids, grid_ids = _ids("w", W), _ids("g", G)
-    table = pd.DataFrame({
-        "worker_id": np.repeat(worker_ids[hit_worker], S),
-        "grid_id": np.repeat(grid_ids[hit_grid], S),
-        "image_id": image_ids[images].ravel(),
-        "group": group.ravel(),
-    })
-    attr_name = np.array(names, dtype=object)[attr]
-    hits = pd.DataFrame({
-        "worker_id": worker_ids[hit_worker],
-        "grid_id": grid_ids[hit_grid],
-        "attribute": np.where(noise >= 2, None, attr_name),
-        "noise": np.array(("none",) + NOISE_KINDS)[noise],
-        "granularity": np.where(coarse, "coarse", "fine"),
-        "n_groups": n_groups,
-        "attribute2": np.where(mixed, np.array(listed, dtype=object)[attr2], None),
-    })
-    image_attributes = pd.DataFrame(levels, columns=names, index=pd.Index(image_ids, name="image_id"))
-    if species is not None:
-        image_attributes["species"] = species
-    worker_bias = pd.DataFrame(bias, columns=listed, index=pd.Index(worker_ids, name="worker_id"))
-    worker_bias["type"] = wtype
-    grids = pd.DataFrame(salience, columns=names, index=pd.Index(grid_ids, name="grid_id"))
-    grids.insert(0, "focus", np.where(focus >= 0, np.array(listed, dtype=object)[np.maximum(focus, 0)], None))
-    return SimulatedDataset(
-        name=spec.name, table=table, attributes=listed, image_attributes=image_attributes, hits=hits,
-        worker_bias=worker_bias, spec=spec, off_list=off, grids=grids,
-        latent=pd.DataFrame(latent, columns=names, index=pd.Index(image_ids, name="image_id")),
-    )
+    return Answers(attr, noise, coarse, mixed, attr2, by_category, grain, merged, lab, n_groups,
+                   noise_propensity, coarse_p)
 
 
 # --- pieces of the story -------------------------------------------------------------------------
@@ -370,28 +563,147 @@ def _cuts(spec: DatasetSpec, attr: str, n: int) -> np.ndarray:
     return np.array([NormalDist().inv_cdf(c) for c in np.cumsum(probs)[:-1]])
 
 
+def _propensities(rng, mean: float, concentration: float, n: int) -> np.ndarray:
+    """Per-worker probabilities scattered around ``mean`` (Beta), or all exactly 0 or 1."""
+    if 0 < mean < 1:
+        return rng.beta(*_beta_params(mean, concentration), size=n)
+    return np.full(n, float(mean))
+
+
 def _image_latents(spec, rng, names, n_levels):
-    """(N, A) continuous latents, and species codes (or None)."""
+    """(N, A) continuous latents, species codes (or None) and the category tree (or None)."""
     A, K, N = len(names), len(spec.attribute_levels), spec.n_images
     cov = np.eye(A)
     for a, b, rho in spec.correlations:
         i, j = names.index(a), names.index(b)
         cov[i, j] = cov[j, i] = rho
     eps = rng.standard_normal((N, A)) @ np.linalg.cholesky(cov).T
-    if not spec.n_species:
-        return eps, None
-    # every species is a combination of listed levels; its prototype sits at the
-    # median of each level's normal interval, individuals scatter around it
-    combos = np.indices(n_levels[:K]).reshape(K, -1).T
-    combos = combos[rng.permutation(len(combos))[: spec.n_species]]
-    species = rng.permutation(np.arange(N) % spec.n_species)
+    if spec.n_species:
+        # every species is a combination of listed levels; its prototype sits at the
+        # median of each level's normal interval, individuals scatter around it
+        combos = np.indices(n_levels[:K]).reshape(K, -1).T
+        combos = combos[rng.permutation(len(combos))[: spec.n_species]]
+        species = rng.permutation(np.arange(N) % spec.n_species)
+        return _around_prototypes(spec, eps, names, n_levels, combos[species]), species, None
+    if spec.n_categories:
+        tree = _category_tree(spec, rng, n_levels[:K])
+        tree.image_category = rng.permutation(np.arange(N) % spec.n_categories)
+        return _around_prototypes(spec, eps, names, n_levels, tree.levels[tree.image_category]), None, tree
+    return eps, None, None
+
+
+def _around_prototypes(spec, eps, names, n_levels, combo) -> np.ndarray:
+    """Latents of images whose class has the listed levels ``combo`` (N, K): the class prototype
+    (the median of each level's normal interval) plus ``species_spread`` times the image's noise."""
     latent = eps.copy()
-    for k, attr in enumerate(names[:K]):
+    for k, attr in enumerate(names[: combo.shape[1]]):
         probs = np.asarray(spec.level_probs.get(attr, (1.0 / n_levels[k],) * n_levels[k]))
         edges = np.concatenate([[0.0], np.cumsum(probs)])
         proto = np.array([NormalDist().inv_cdf((lo + hi) / 2) for lo, hi in zip(edges[:-1], edges[1:])])
-        latent[:, k] = proto[combos[species, k]] + spec.species_spread * eps[:, k]
-    return latent, species
+        latent[:, k] = proto[combo[:, k]] + spec.species_spread * eps[:, k]
+    return latent
+
+
+CATEGORY_GRAINS = ("leaf", "merged", "super")  # how finely a category HIT sorted
+
+
+@dataclass
+class CategoryTree:
+    """Leaf categories in super-categories, each leaf a combination of listed levels.
+
+    A super-category fixes the levels of ``spec.super_attributes``; its
+    leaves differ in the other listed attributes, so leaves of one
+    super-category are near each other in latent space and any embedding
+    with one dimension per listed attribute can separate (or lump) them.
+    Near pairs ("twins", like cheetah and leopard) are leaves of one
+    super-category that differ only in the last listed attribute; each leaf
+    has at most one twin, so lumping twins never chains.
+    """
+
+    levels: np.ndarray  # (C, K) listed levels of each leaf's prototype
+    super_of: np.ndarray  # (C,) super-category of each leaf
+    twins: np.ndarray  # (T, 2) near leaf pairs, first < second
+    image_category: np.ndarray | None = None  # (N,) leaf of each image
+
+    def frame(self, listed: list[str]) -> pd.DataFrame:
+        """Index category: super_category, twin (-1: none), then the prototype's listed levels."""
+        twin = np.full(len(self.super_of), -1)
+        twin[self.twins[:, 0]], twin[self.twins[:, 1]] = self.twins[:, 1], self.twins[:, 0]
+        frame = pd.DataFrame(self.levels, columns=listed, index=pd.RangeIndex(len(twin), name="category"))
+        frame.insert(0, "twin", twin)
+        frame.insert(0, "super_category", self.super_of)
+        return frame
+
+
+def _category_tree(spec, rng, n_levels) -> CategoryTree:
+    """Random super-categories (combinations of the super attributes' levels), each with
+    ``n_categories / n_super_categories`` random leaves (combinations of the other listed levels)."""
+    K, C, n_super = len(n_levels), spec.n_categories, spec.n_super_categories
+    listed = list(spec.attribute_levels)
+    top = np.array([listed.index(a) for a in spec.super_attributes])
+    rest = np.setdiff1d(np.arange(K), top)
+    top_combos = np.indices(n_levels[top]).reshape(len(top), -1).T
+    top_combos = top_combos[rng.permutation(len(top_combos))[:n_super]]
+    rest_combos = np.indices(n_levels[rest]).reshape(len(rest), -1).T
+    per = C // n_super
+    levels = np.empty((C, K), dtype=int)
+    for s in range(n_super):
+        block = levels[s * per:(s + 1) * per]
+        block[:, top] = top_combos[s]
+        block[:, rest] = rest_combos[np.sort(rng.permutation(len(rest_combos))[:per])]
+    super_of = np.repeat(np.arange(n_super), per)
+    twins, paired = [], np.zeros(C, dtype=bool)
+    for a in range(C):
+        for b in range(a + 1, C):
+            near = super_of[a] == super_of[b] and (levels[a, :-1] == levels[b, :-1]).all()
+            if near and not paired[a] and not paired[b]:
+                twins.append((a, b))
+                paired[a] = paired[b] = True
+    return CategoryTree(levels, super_of, np.array(twins, dtype=int).reshape(-1, 2))
+
+
+def _category_labels(world: World, rng, hit_worker, images):
+    """Each shown image's kind as the worker sorts it: (labels, grain index, merged twins).
+
+    With probability m_w (the worker's merge propensity) the whole HIT goes
+    by super-category; otherwise by leaf, each near pair lumped
+    independently with probability m_w. A grid showing more kinds than the
+    GUI has groups forces lumping: every near pair, then super-categories.
+    """
+    tree, spec = world.tree, world.spec
+    H, C = len(hit_worker), len(tree.super_of)
+    rows = np.arange(H)[:, None]
+    m = world.merge_p[hit_worker]
+    to_super = rng.random(H) < m
+    merge = rng.random((H, len(tree.twins))) < m[:, None]
+    leaf = tree.image_category[images]
+    shown = np.zeros((H, C), dtype=bool)
+    shown[rows, leaf] = True
+    first, second = tree.twins.T
+
+    def lumped(which):
+        rep = np.tile(np.arange(C), (H, 1))
+        rep[:, second] = np.where(which, first, second)
+        return rep[rows, leaf]
+
+    lab = lumped(merge)
+    too_many = _compact(lab, spec.max_groups)[1] > spec.max_groups
+    every_pair = lumped(np.ones_like(merge))
+    merge |= too_many[:, None]
+    lab = np.where(too_many[:, None], every_pair, lab)
+    to_super |= too_many & (_compact(every_pair, spec.max_groups)[1] > spec.max_groups)
+    lab = np.where(to_super[:, None], tree.super_of[leaf], lab)
+    merged = merge & shown[:, first] & shown[:, second] & ~to_super[:, None]
+    grain = np.where(to_super, 2, np.where(merged.any(axis=1), 1, 0))
+    return lab, grain, merged
+
+
+def _merge_descriptions(tree: CategoryTree, merged: np.ndarray, by_category: np.ndarray) -> np.ndarray:
+    """Per HIT: the near pairs it lumped, as 'a+b' leaf codes joined by ';' (None: none or not by category)."""
+    out = np.full(len(merged), None, dtype=object)
+    for h in np.flatnonzero(merged.any(axis=1) & by_category):
+        out[h] = ";".join(f"{a}+{b}" for a, b in tree.twins[merged[h]])
+    return out
 
 
 def _levels(spec, latent, names) -> np.ndarray:
@@ -402,8 +714,12 @@ def _levels(spec, latent, names) -> np.ndarray:
     return levels
 
 
-def _grids(spec, rng, levels, n_levels):
-    """(G, S) image indices per grid and the focused attribute per grid (-1: random grid)."""
+def _grids(spec, rng, levels, n_levels, image_super=None):
+    """(G, S) image indices per grid and the focused attribute per grid (-1: random grid).
+
+    With categories and ``grid_super_categories``, a random grid shows images of
+    that many random super-categories only (a grid of a few kinds, as a crowd
+    task about kinds would be built), so sorting by leaf usually fits the GUI."""
     G, S, N, K = spec.n_grids, spec.grid_size, spec.n_images, levels.shape[1]
     focus = np.full(G, -1)
     n_focused = int(round(spec.focused_grid_rate * G))
@@ -411,6 +727,10 @@ def _grids(spec, rng, levels, n_levels):
     grid_images = np.empty((G, S), dtype=int)
     for g in range(G):
         k = focus[g]
+        if k < 0 and image_super is not None and spec.grid_super_categories:
+            kinds = rng.choice(spec.n_super_categories, spec.grid_super_categories, replace=False)
+            grid_images[g] = rng.choice(np.flatnonzero(np.isin(image_super, kinds)), S, replace=False)
+            continue
         if k < 0:
             grid_images[g] = rng.choice(N, S, replace=False)
             continue

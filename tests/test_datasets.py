@@ -230,3 +230,118 @@ def test_table_feeds_the_pair_expansion(sims):
     sim = sims["tiny"]
     data = CrowdData.from_source(sim.table, name="simulated tiny")
     assert len(data.pairs) == sim.n_pairs and data.n_hits == len(sim.hits)
+
+
+# --- the registered paper datasets never change; the category-sorting dataset ------------------
+
+# sha256 of each table's CSV at seed 0, made before the simulator gained categories and its
+# per-HIT part became ``answer_hits``: a refactor must not move a single label.
+TABLE_SHA256 = {"celeba": "9e66dfa7ef0e1f57", "retina": "a621944fc6f2be61", "birds": "e4bc5ff2bfb7f004",
+                "tiny": "58f3fe714eb0ce4e"}
+
+
+@pytest.mark.parametrize("name", list(TABLE_SHA256))
+def test_registered_tables_are_unchanged(sims, name):
+    import hashlib
+
+    digest = hashlib.sha256(sims[name].table.to_csv(index=False).encode()).hexdigest()[:16]
+    assert digest == TABLE_SHA256[name]
+    assert "merged" not in sims[name].hits and sims[name].categories is None
+
+
+@pytest.fixture(scope="module")
+def cats():
+    return load_dataset("categories", seed=0)
+
+
+def test_categories_size_mix_and_reproducibility(cats):
+    sim, spec = cats, cats.spec
+    assert (sim.table.image_id.nunique(), sim.table.grid_id.nunique()) == (700, 250)
+    assert len(sim.hits) == 250 * 4 and (hit_sizes(sim.table) == 30).all()
+    assert (sim.hits.groupby("grid_id").worker_id.nunique() == 4).all()
+    per_worker = sim.table.groupby("worker_id").grid_id.nunique()
+    assert (per_worker == 1).sum() >= 20 and per_worker.max() >= 20  # one-off workers and heavy ones
+    clean = sim.hits[sim.hits.noise == "none"]
+    share = (clean.attribute == "category").mean()
+    assert 0.55 < share < 0.8  # mostly sorting by kind
+    assert set(clean.attribute) - {"category"} <= set(sim.attributes) and clean.attribute.nunique() >= 4
+    assert set(sim.hits.noise) == {"none", "off_list", "one_group", "random"}
+    assert set(clean[clean.attribute == "category"].granularity) == {"leaf", "merged", "super"}
+    assert set(clean[clean.attribute != "category"].granularity) <= {"fine", "coarse"}
+    assert sim.hits.merged.notna().sum() == (sim.hits.granularity == "merged").sum()
+    assert sim.hits.n_groups.max() <= spec.max_groups
+    assert list(sim.propensities.columns) == ["noise", "coarse", "category", "merge"]
+    again, other = load_dataset("categories", seed=0), load_dataset("categories", seed=1)
+    pd.testing.assert_frame_equal(again.table, sim.table)
+    pd.testing.assert_frame_equal(again.hits, sim.hits)
+    assert not other.table.equals(sim.table)
+
+
+def test_categories_form_a_hierarchy(cats):
+    sim, tree = cats, cats.categories
+    assert len(tree) == 20 and tree.super_category.nunique() == 5
+    assert (tree.groupby("super_category").size() == 4).all()
+    assert len(tree[sim.attributes].drop_duplicates()) == 20  # every leaf a distinct combination
+    # a super-category fixes the super attributes; its leaves differ only in the others
+    top = list(sim.spec.super_attributes)
+    assert (tree.groupby("super_category")[top].nunique() == 1).all().all()
+    assert len(tree[top].drop_duplicates()) == 5
+    # near twins: same super-category, differing in the last listed attribute only
+    twins = tree[tree.twin >= 0]
+    assert len(twins) == 20
+    partner = tree.loc[twins.twin]
+    assert (partner.twin.to_numpy() == twins.index).all()
+    assert (partner.super_category.to_numpy() == twins.super_category.to_numpy()).all()
+    differs = partner[sim.attributes].to_numpy() != twins[sim.attributes].to_numpy()
+    assert (differs.sum(axis=1) == 1).all() and differs[:, -1].all()
+    ia = sim.image_attributes
+    assert (ia.super_category == tree.super_category.loc[ia.category].to_numpy()).all()
+    assert (ia.groupby("category").size() == 35).all()
+    # images look like their category: mostly on its prototype's levels
+    atypical = (ia[sim.attributes].to_numpy() != tree.loc[ia.category, sim.attributes].to_numpy()).any(axis=1)
+    assert atypical.mean() < 0.25
+    # random grids show few kinds; leaves of one super-category are nearer in latent space than others
+    kinds = sim.table.merge(ia, left_on="image_id", right_index=True).groupby("grid_id").category.nunique()
+    assert kinds.median() <= 8 and kinds.max() <= sim.spec.max_groups
+    z = sim.latent[sim.attributes].groupby(ia.category).mean().to_numpy()
+    dist = np.linalg.norm(z[:, None] - z[None], axis=2)
+    same_super = tree.super_category.to_numpy()[:, None] == tree.super_category.to_numpy()[None]
+    assert dist[same_super & (dist > 0)].mean() < dist[~same_super].mean()
+
+
+def test_category_hits_group_by_merged_categories():
+    """Without slips, a category HIT's groups are exactly its (lumped) kinds."""
+    sim = load_dataset("categories", seed=2, slip_rate=0.0, n_grids=80)
+    ia, tree = sim.image_attributes, sim.categories
+    hits = sim.hits.set_index(["worker_id", "grid_id"])
+    checked = {"leaf": 0, "merged": 0, "super": 0}
+    for (w, g), rows in sim.table.groupby(["worker_id", "grid_id"]):
+        hit = hits.loc[(w, g)]
+        if hit.attribute != "category":
+            continue
+        leaf = ia.category.loc[rows.image_id]
+        if hit.granularity == "super":
+            truth = ia.super_category.loc[rows.image_id]
+        else:
+            truth = leaf.copy()
+            for pair in hit.merged.split(";") if pd.notna(hit.merged) else []:
+                a, b = map(int, pair.split("+"))
+                assert tree.twin[a] == b and {a, b} <= set(leaf)
+                truth[truth == b] = a
+        assert partition_matches(rows.group, truth), (w, g, hit.granularity, hit.merged)
+        if hit.granularity == "leaf":  # nothing lumped: a pair of shown twins stays apart
+            assert rows.group.nunique() == leaf.nunique()
+        checked[hit.granularity] += 1
+    assert min(checked.values()) >= 10, checked
+
+
+def test_bad_category_spec_is_rejected():
+    spec = DATASETS["categories"]
+    with pytest.raises(ValueError, match="divide"):
+        dataclasses.replace(spec, n_categories=18)
+    with pytest.raises(ValueError, match="super_attributes"):
+        dataclasses.replace(spec, super_attributes=("coat_pattern",))
+    with pytest.raises(ValueError, match="species or categories"):
+        dataclasses.replace(spec, n_species=4)
+    with pytest.raises(ValueError, match="grid_super_categories"):
+        dataclasses.replace(spec, grid_super_categories=6)
