@@ -37,7 +37,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from cen_bayes.atomic import atomic_path, write_text  # noqa: E402
-from benchmarks.runner import ALL_METHODS, Job, add_run_arguments, code_line, machine, mean_sd, run_jobs  # noqa: E402
+from benchmarks.runner import (ALL_METHODS, REFERENCES, Job, add_run_arguments, code_line, machine,  # noqa: E402
+                               mean_sd, run_jobs)
 
 FRACTIONS = (0.1, 0.3, 1.0)
 SCORES = {"accuracy": "acc", "nll": "NLL", "ece": "ECE", "brier": "Brier", "fit_seconds": "fit s"}
@@ -215,7 +216,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.learning_curves",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", nargs="+", default=["retina", "celeba", "birds"])
-    parser.add_argument("--methods", nargs="+", default=list(ALL_METHODS), choices=ALL_METHODS)
+    parser.add_argument("--methods", nargs="+", default=list(ALL_METHODS), choices=ALL_METHODS + REFERENCES)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--fractions", nargs="+", type=float, default=list(FRACTIONS))
     parser.add_argument("--retrieval-dataset", default="celeba", help="dataset of the Fig. 4 confusion")

@@ -13,7 +13,8 @@ process leaves its workers finishing their fits, competing for the CPU.
 
 Method names: every ``models.methods.METHODS`` baseline, ``cen-<variant>``
 (the Bayesian CEN: choice, mixture, context, worker) and ``map-<variant>``
-(its MAP mode, whose objective is the paper's eq. 8).
+(its MAP mode, whose objective is the paper's eq. 8); and ``limit``, no method but the simulation's
+Bayes-optimal P(same) (``cen_bayes.limit``), the ceiling of every method's held-out scores.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ PAPER_K = {"celeba": 4, "retina": 10, "birds": 4, "tiny": 4}
 BAYES = ("cen-choice", "cen-mixture", "cen-context", "cen-worker", "map-mixture")
 BASELINES = ("bcc", "siamese", "triplet", "csn", "paper-cen", "paper-worker", "paper-context")
 ALL_METHODS = BAYES + BASELINES
+REFERENCES = ("limit",)  # not fitted: the Bayes-optimal P(same) of a simulation (cen_bayes.limit)
 KEYS = ("dataset", "seed", "fraction", "method", "K", "gamma")
 
 
@@ -90,6 +92,8 @@ def fit_job(job: Job, data, split, sim=None):
     from models.methods import make_method
 
     kind, _, variant = job.method.partition("-")
+    if job.method == "limit":
+        return _score_limit(job, data, split, sim), None
     if kind in ("cen", "map"):
         result = fit_and_evaluate(data, split, sim, variant=variant, K=job.k, map_mode=kind == "map",
                                   steps=20 if job.smoke else None, draws=10 if job.smoke else 100, psis_draws=0,
@@ -122,7 +126,8 @@ def run_job(job: Job) -> dict:
             result.metrics["train_paper_loss"] = method.loss(data, train_pairs).item()
     m = result.metrics
     train_labels = train_pairs.label.numpy().astype(bool)
-    m["train_accuracy"] = float(((_train_p_same(result, method, data, train_pairs) > 0.5) == train_labels).mean())
+    m["train_accuracy"] = np.nan if job.method == "limit" else \
+        float(((_train_p_same(result, method, data, train_pairs) > 0.5) == train_labels).mean())
     retrieval = m.get("attribute_retrieval", {})
     clustering = m.get("clustering", {})
     p_attr = result.p_attr
@@ -144,6 +149,23 @@ def run_job(job: Job) -> dict:
            "cuda_peak_mb": torch.cuda.max_memory_allocated() / 2**20 if job.device.startswith("cuda") else np.nan,
            "threads": job.threads, "device": job.device}
     return row
+
+
+def _score_limit(job: Job, data, split, sim):
+    """The ``limit`` pseudo-method: the simulation's Bayes-optimal P(same) of the held-out pairs,
+    scored like a fitted method. Its "embedding" (clustering columns) is the true latent of the
+    listed attributes; its fit seconds are the Monte Carlo's; nothing is trained."""
+    import time
+
+    from cen_bayes.limit import bayes_limit
+    from inference.evaluate import score
+
+    test_pairs = data.pairs.subset(split.pair_masks(data)[1])
+    start = time.perf_counter()
+    p_same = bayes_limit(sim, data, test_pairs, n_draws=200 if job.smoke else 2000, seed=job.seed)
+    metrics = {"method": "limit", "K": job.k, "seed": job.seed, "fit_seconds": time.perf_counter() - start}
+    latent = sim.latent[sim.attributes].set_axis(sim.latent.index.astype(str)).reindex(data.images.astype(str))
+    return score(metrics, data, split, sim, test_pairs, p_same, latent.to_numpy(), None, None, job.seed)
 
 
 def _train_p_same(result, method, data, train_pairs) -> np.ndarray:
