@@ -48,7 +48,7 @@ from benchmarks.runner import Job, add_run_arguments, code_line, fit_job, machin
 from cen_bayes.atomic import write_text
 from cen_bayes.crowd import CrowdData
 from cen_bayes.metrics import cluster_embedding, clustering_scores, pair_scores
-from cen_bayes.splits import split_by_grid
+from cen_bayes.splits import seen_images, split_by_grid
 
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "shared" / "real" / "orchestra-imagenet"
 METHODS = ("cen-choice", "cen-mixture", "cen-context", "cen-worker", "map-mixture",
@@ -83,13 +83,6 @@ def load_real(data_dir: str) -> tuple[CrowdData, np.ndarray]:
     return data, category.reindex(data.images).to_numpy(dtype=str)
 
 
-def seen_in_training(data: CrowdData, train_hits: np.ndarray) -> np.ndarray:
-    """Bool per image: it appears in a training HIT (its embedding was learned, not drawn from the prior)."""
-    seen = np.zeros(data.n_images, dtype=bool)
-    seen[data.table.loc[train_hits[data.table["hit"].to_numpy()], "image"].to_numpy()] = True
-    return seen
-
-
 def category_rates(labels: np.ndarray, same_category: np.ndarray) -> tuple[float, float]:
     """Share of 'same' among same-category and among different-category pairs."""
     return float(labels[same_category].mean()), float(labels[~same_category].mean())
@@ -100,7 +93,7 @@ def held_out(data: CrowdData, seed: int):
     and which test pairs have both images seen."""
     split = split_by_grid(data, 0.15, seed=seed)
     train, test = (data.pairs.subset(m) for m in split.pair_masks(data))
-    seen = seen_in_training(data, split.train_hits)
+    seen = seen_images(data, split.train_hits)
     return split, train, test, seen, seen[test.i.numpy()] & seen[test.j.numpy()]
 
 

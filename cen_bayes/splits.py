@@ -46,6 +46,17 @@ def split_by_grid(data: CrowdData, holdout_frac: float = 0.15, seed: int = 0) ->
     return Split(train_hits=~test, test_hits=test)
 
 
+def seen_images(data: CrowdData, train_hits: np.ndarray) -> np.ndarray:
+    """Bool per image: it appears in a training HIT (its embedding is learned, not drawn).
+
+    Grids are held out whole, so a held-out grid may show images no training
+    grid showed: nothing is known of them but the collection they come from.
+    """
+    seen = np.zeros(data.n_images, dtype=bool)
+    seen[data.table.loc[train_hits[data.table["hit"].to_numpy()], "image"].to_numpy()] = True
+    return seen
+
+
 def unseen_worker_hits(data: CrowdData, split: Split) -> np.ndarray:
     """Bool per HIT: a test HIT whose worker has no training HIT.
 

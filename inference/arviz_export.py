@@ -8,7 +8,7 @@ Groups and dims, all named by the user's own ids:
   ~1e-12 on retina, and ``az.summary`` of a_w rounds to 0); ``a_g``
   (grid, attribute; unseen grids drawn from their context prior); ``tau``
   (attribute); ``alpha`` (how alike workers' biases are: a^w ~ Gamma(1 + α, (1 + α)/τ));
-  ``beta``; ``eps`` (worker, choice only); ``attribute_used``
+  ``beta``; ``eps`` (worker, choice and kind); ``rho`` (kind); ``attribute_used``
   (hit, attribute_or_noise): per draw, P(the HIT used dim k);
 * log_likelihood: ``labels`` (train_hit): each training HIT's joint
   log-likelihood, so ``az.loo`` is leave-one-HIT-out;
@@ -25,14 +25,14 @@ import numpy as np
 from cen_bayes.crowd import CrowdData, Pairs
 from cen_bayes.posterior import N_CHAINS, to_inference_data
 from inference import predict
-from models.cen import BayesianCEN
+from models.cen import BayesianCEN, choices_beyond_dims
 
 
 def inference_data(model: BayesianCEN, draws: list, data: CrowdData, train_hits: np.ndarray, test_pairs: Pairs,
                    p_same_draws: np.ndarray, p_attr_draws: np.ndarray, seed: int = 0):
     """Everything a run knows about its posterior, as InferenceData."""
     K = model.K
-    attributes = [f"dim_{k}" for k in range(K)] + (["noise"] if p_attr_draws.shape[-1] > K else [])
+    attributes = [f"dim_{k}" for k in range(K)] + list(choices_beyond_dims(p_attr_draws.shape[-1], K))
     hit_names = (data.hits["worker_id"].astype(str) + "|" + data.hits["grid_id"].astype(str)).to_numpy()
     coords = {"image": np.asarray(data.images, dtype=str), "worker": np.asarray(data.workers, dtype=str),
               "grid": np.asarray(data.grids, dtype=str), "attribute": attributes[:K],
@@ -42,7 +42,7 @@ def inference_data(model: BayesianCEN, draws: list, data: CrowdData, train_hits:
             "a_g": ["grid", "attribute"],
             "tau": ["attribute"], "eps": ["worker"], "attribute_used": ["hit", "attribute_or_noise"],
             "labels": ["train_hit"], "label": ["heldout_pair"]}
-    names = ("x", "a_w", "a_g", "tau", "alpha", "beta", "eps")
+    names = ("x", "a_w", "a_g", "tau", "alpha", "beta", "eps", "rho")
     stacked = {name: np.stack([getattr(d, name).detach().cpu().numpy() for d in draws])
                for name in names if getattr(draws[0], name) is not None}
     if "a_w" in stacked:

@@ -23,12 +23,13 @@ import torch
 from cen_bayes.crowd import CrowdData, Pairs
 from cen_bayes.metrics import (attribute_retrieval, cluster_embedding, clustering_scores, noisy_hit_recovery,
                                pair_scores)
-from cen_bayes.splits import Split
+from cen_bayes.splits import Split, seen_images
 from inference import predict
 from inference.diagnostics import variational_diagnostics
 from inference.hit_uncertainty import hit_uncertainty
 from inference.fit import FitResult, fit_svi
-from models.cen import BayesianCEN
+from inference.select import AUTO, select
+from models.cen import CHOICE_VARIANTS, BayesianCEN
 from models.energy import GAMMA
 from models.pair_method import PairMethod
 
@@ -81,14 +82,26 @@ def retrieval_metrics(sim, data: CrowdData, predicted_dim: np.ndarray) -> dict |
             "assignment": {k: int(v) for k, v in result.assignment.items()}}
 
 
-def fit_and_evaluate(data: CrowdData, split: Split, sim=None, *, variant: str = "choice", K: int = 10,
+def fit_and_evaluate(data: CrowdData, split: Split, sim=None, *, variant: str = AUTO, K: int | str = AUTO,
                      map_mode: bool = False, steps: int | None = None, lr: float | None = None,
                      batch_hits: int | None = None, draws: int = 100, seed: int = 0, device: str = "cpu",
                      progress: bool = True, checkpoint=None, resume: bool = False, checkpoint_every: int = 100,
                      psis_draws: int = 200, gamma: float = GAMMA) -> Evaluation | None:
-    """Fit on ``split.train_hits``, predict its test HITs; None when the fit was interrupted."""
+    """Fit on ``split.train_hits``, predict its test HITs; None when the fit was interrupted.
+
+    ``variant`` / ``K`` ``"auto"`` (the defaults): chosen first by ``inference.select`` on a
+    validation share of the training grids, then refitted on all of them; the candidates'
+    scores go to ``metrics["selection"]``.
+    """
+    selection = None
+    if AUTO in (variant, K):
+        if map_mode:
+            raise ValueError("--map fits one given variant and K; give --variant and --K (e.g. --variant mixture)")
+        selection = select(data, split, variant, K, steps=steps, seed=seed, device=device, progress=progress,
+                           lr=lr, batch_hits=batch_hits, gamma=gamma)
+        variant, K = selection.variant, selection.K
     pyro.set_rng_seed(seed)  # the context network's initial weights come from torch's global generator
-    model = BayesianCEN(data, split.train_hits, K=K, variant=variant, paper_loss=map_mode and variant != "choice",
+    model = BayesianCEN(data, split.train_hits, K=K, variant=variant, paper_loss=map_mode and variant not in CHOICE_VARIANTS,
                         gamma=gamma)
     fit = fit_svi(model, map_mode=map_mode, steps=steps, lr=lr, batch_hits=batch_hits, seed=seed, device=device,
                   progress=progress, checkpoint=checkpoint, resume=resume, checkpoint_every=checkpoint_every)
@@ -101,8 +114,10 @@ def fit_and_evaluate(data: CrowdData, split: Split, sim=None, *, variant: str = 
     test_pairs = data.pairs.subset(split.pair_masks(data)[1])
     p_same_draws = predict.pair_probability_draws(model, samples, data, test_pairs, scale)
     p_same = p_same_draws.mean(0)
-    metrics = {"method": "cen", "variant": variant, "map": map_mode, "K": K, "gamma": gamma, "steps": fit.steps, "lr": fit.lr,
-               "seed": seed, "device": str(model.label.device), "fit_seconds": fit.seconds,
+    metrics = {"method": "cen", "variant": variant, "map": map_mode, "K": K, "gamma": gamma, "steps": fit.steps,
+               "lr": fit.lr, "seed": seed, "device": str(model.label.device), "fit_seconds": fit.seconds,
+               **({"selection": selection.records(), "selection_seconds": float(selection.scores.seconds.sum())}
+                  if selection else {}),
                "final_loss_per_pair": fit.losses[-1],
                "diagnostics": variational_diagnostics(model, fit.guide, fit.losses, map_mode, psis_draws, seed)}
     if model.paper_loss:
@@ -135,7 +150,14 @@ def score(metrics: dict, data: CrowdData, split: Split, sim, test_pairs: Pairs, 
     argmax): a one-hot row has no uncertainty to flag.
     """
     K = embedding.shape[1]
-    metrics.update({"heldout": pair_scores(test_pairs.label.numpy(), p_same),
+    y = test_pairs.label.numpy()
+    seen = seen_images(data, split.train_hits)
+    both_seen = seen[test_pairs.i.numpy()] & seen[test_pairs.j.numpy()]
+    metrics.update({"heldout": pair_scores(y, p_same),
+                    # an image no training grid showed has only the collection's base rates to go on
+                    **{f"heldout_{part}": {"n_pairs": int(mask.sum()), **(pair_scores(y[mask], p_same[mask])
+                                                                          if mask.any() else {})}
+                       for part, mask in (("both_images_seen", both_seen), ("an_image_unseen", ~both_seen))},
                     "n_train_hits": int(split.train_hits.sum()), "n_test_hits": int(split.test_hits.sum())})
     uncertainty = None
     if p_attr is not None:

@@ -79,7 +79,7 @@ def default_lr(model: BayesianCEN, map_mode: bool) -> float:
     activations diverge at 0.3 (retina mixture 0.54) and are run at 0.1.
     MAP (a point, no sampling noise) takes 0.3.
     """
-    return 0.3 if model.variant == "choice" or map_mode else 0.1
+    return 0.3 if model.sums_out_choice or map_mode else 0.1
 
 
 def default_steps(map_mode: bool) -> int:

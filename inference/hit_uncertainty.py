@@ -1,12 +1,12 @@
 """Which HITs does the model not explain by one attribute?
 
 Each HIT's row of attribute probabilities (``p_attr``: K dims, then
-P(noise) for the choice variant) gives two numbers:
+P(overall) for the kind variant, then P(noise) for the kind and choice variants) gives two numbers:
 
 * ``entropy`` (nats): how spread the row is;
-* ``p_unexplained`` = 1 − max_k P(dim k): the probability that no single
-  attribute dim is the one the worker used (noise, or mass split between
-  dims).
+* ``p_unexplained`` = 1 − max_k P(dim k) (P(overall) counted as one more
+  option): the probability that no single sort is the one the worker used
+  (noise, or mass split between options).
 
 A HIT is ``uncertain`` when p_unexplained > 0.5 or entropy > log 2 (at
 least two options as likely as a coin flip). Entropy alone is not enough:
@@ -24,6 +24,8 @@ import math
 
 import numpy as np
 
+from models.cen import choices_beyond_dims
+
 UNCERTAIN_ABOVE = 0.5  # on p_unexplained
 HIGH_ENTROPY = math.log(2)
 
@@ -35,8 +37,11 @@ def attribute_entropy(p_attr: np.ndarray) -> np.ndarray:
 
 
 def unexplained(p_attr: np.ndarray, K: int) -> np.ndarray:
-    """P(no single attribute dim explains the HIT) = 1 − max over the K attribute columns."""
-    return 1.0 - np.asarray(p_attr, dtype=np.float64)[:, :K].max(1)
+    """P(no one sort explains the HIT) = 1 − max over the K attribute columns and, in the kind
+    variant, the overall (category) sort: a HIT sorted by kind is explained, not noise."""
+    p = np.asarray(p_attr, dtype=np.float64)
+    explained = K + int("overall" in choices_beyond_dims(p.shape[1], K))
+    return 1.0 - p[:, :explained].max(1)
 
 
 def hit_uncertainty(p_attr: np.ndarray, K: int) -> dict[str, np.ndarray]:

@@ -4,7 +4,9 @@ Everything here averages over draws from the guide: a held-out pair's
 P(same) is the posterior predictive mean, a HIT's attribute probabilities
 are posterior probabilities. A grid with no training HIT gets its activation
 from the prior given its contents (the context network), which is what makes
-predictions for unseen grids possible. Likewise a worker with no training HIT
+predictions for unseen grids possible. An image no training HIT showed takes,
+in each draw, the embedding of a random image that one did
+(``new_image_embeddings``). Likewise a worker with no training HIT
 (grids are held out whole, so a worker can appear in test HITs only) gets
 its activation a^w (and noise share ε) from the population prior: the guide's
 factor for such a worker sees no data, only the prior, and a short fit leaves
@@ -24,7 +26,7 @@ from pyro.infer.autoguide import AutoDelta
 from cen_bayes.crowd import CrowdData, Pairs
 from models.cen import BayesianCEN, worker_prior
 from models.hit_pairs import HitPairs
-from models.energy import fit_threshold_scale, paper_pair_loss, same_logit, weighted_distance
+from models.energy import fit_threshold_scale, paper_pair_loss, same_logit, weighted_distance, weighted_norm
 
 
 @dataclass
@@ -37,6 +39,7 @@ class Draw:
     beta: torch.Tensor | None
     eps: torch.Tensor | None
     tau: torch.Tensor | None = None
+    rho: torch.Tensor | None = None  # the choice variant's share of overall (category) sorts
     alpha: torch.Tensor | None = None  # the crowd level (models.cen): how alike workers' biases are
 
 
@@ -47,25 +50,52 @@ def posterior_draws(model: BayesianCEN, guide, n_draws: int, seen_grids: torch.T
     pyro.set_rng_seed(seed)
     seen_workers = torch.zeros(model.n_workers, dtype=torch.bool, device=model.hit_worker.device)
     seen_workers[model.hit_worker] = True
+    seen_images = trained_images(model)
+    point = isinstance(guide, AutoDelta)
     draws = []
     for _ in range(n_draws):
         latent = guide()
         if not bool(seen_workers.all()):
-            latent = unseen_worker_prior(model, latent, seen_workers, point=isinstance(guide, AutoDelta))
-        x = latent["x"]
+            latent = unseen_worker_prior(model, latent, seen_workers, point=point)
+        x = latent["x"] if point or bool(seen_images.all()) else new_image_embeddings(latent["x"], seen_images)
         a_g = None
         if model.uses_context:
             if model.paper_loss:
                 a_g = model.context_net(model.grid_sets)
-            elif model.variant == "choice":  # deterministic given x and τ
+            elif model.sums_out_choice:  # deterministic given x and τ
                 a_g = model.context_scale(x, latent["tau"])
             else:
                 scale = model.context_scale(x, latent["tau"])
                 prior = torch.distributions.Exponential(1.0 / scale).sample()
                 a_g = torch.where(seen_grids.unsqueeze(-1), latent["a_g"], prior)
         draws.append(Draw(x=x, a_w=latent.get("a_w"), a_g=a_g, beta=latent.get("beta"), eps=latent.get("eps"),
-                          tau=latent.get("tau"), alpha=latent.get("alpha")))
+                          tau=latent.get("tau"), rho=latent.get("rho"), alpha=latent.get("alpha")))
     return draws
+
+
+def trained_images(model: BayesianCEN) -> torch.Tensor:
+    """Bool per image: some training pair holds it, so its embedding was learned from labels."""
+    seen = torch.zeros(model.n_images, dtype=torch.bool, device=model.pair_i.device)
+    seen[model.pair_i] = True
+    seen[model.pair_j] = True
+    return seen
+
+
+def new_image_embeddings(x: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
+    """``x`` with each image no training HIT showed given the embedding of a random seen image.
+
+    Such an image's guide factor saw only the prior, and the fitted embedding
+    of the crowd's images is not that prior (it is clustered by kind, its
+    spread set by the margins), so the prior's draw scores its pairs as with
+    a random point: measured on the real ImageNet crowd, the context and
+    worker variants then called "same" far too often on these pairs. A seen
+    image drawn afresh in every posterior draw makes the averaged P(same) the
+    posterior predictive for a new image from the same collection: the
+    crowd's base rate for that kind of HIT, given the other image.
+    """
+    pool = torch.nonzero(seen).squeeze(-1)
+    pick = pool[torch.randint(len(pool), (x.shape[0],), device=x.device)]
+    return torch.where(seen.unsqueeze(-1), x, x[pick])
 
 
 def unseen_worker_prior(model: BayesianCEN, latent: dict, seen_workers: torch.Tensor, point: bool) -> dict:
@@ -118,10 +148,15 @@ def pair_probability_draws(model: BayesianCEN, draws: list[Draw], data: CrowdDat
 
 def pair_probability(model, draw: Draw, pairs: Pairs, local, hit_worker, hit_grid, threshold_scale=None):
     x = draw.x
-    if model.variant == "choice":
-        log_prior = model.choice_log_prior(draw.a_w, draw.a_g, draw.eps, hit_worker, hit_grid)[local]
-        logits = same_logit((x[pairs.i] - x[pairs.j]).abs(), model.gamma, model.xi_p, model.xi_n, draw.beta)
-        same = torch.cat([torch.sigmoid(logits),
+    if model.sums_out_choice:
+        log_prior = model.choice_log_prior(draw.a_w, draw.a_g, draw.rho, draw.eps, hit_worker, hit_grid)[local]
+        diff = x[pairs.i] - x[pairs.j]
+        logits = [same_logit(diff.abs(), model.gamma, model.xi_p, model.xi_n, draw.beta)]
+        if model.overall:
+            weight = model.choice_weights(draw.a_w, draw.a_g, hit_worker, hit_grid)[local]
+            logits.append(same_logit(weighted_norm(weight.sqrt(), diff), model.gamma, model.xi_p, model.xi_n,
+                                     draw.beta).unsqueeze(-1))
+        same = torch.cat([*map(torch.sigmoid, logits),
                           (model.noise_u / (model.noise_u + model.noise_v)).expand(len(pairs), 1)], -1)
         return (log_prior.exp() * same).sum(-1)
     a = model.pair_activation(draw.a_w, draw.a_g, pairs.worker, pairs.grid)
@@ -135,20 +170,21 @@ def pair_probability(model, draw: Draw, pairs: Pairs, local, hit_worker, hit_gri
 def attribute_probability_draws(model: BayesianCEN, draws: list[Draw], data: CrowdData) -> np.ndarray:
     """Per posterior draw and HIT (all HITs, data.hits order), P(attribute k was the one used).
 
-    (draws, HITs, K [+ 1]), float32. choice: the posterior of z given the
-    HIT's labels, columns 0..K-1 then 'noise'. Continuous variants: the
+    (draws, HITs, K [+ 2]), float32. choice: the posterior of z given the
+    HIT's labels, columns 0..K-1, then 'overall' (``model.overall``), then 'noise'. Continuous variants: the
     indicator of argmax_k a_k, whose mean over draws is P(argmax_k a_k = k).
     """
     device = model.label.device
     pairs = data.pairs.to(device)
     hit_worker = torch.tensor(data.hits["worker"].to_numpy(), device=device)
     hit_grid = torch.tensor(data.hits["grid"].to_numpy(), device=device)
-    if model.variant == "choice":
-        index = HitPairs(pairs.i, pairs.j, pairs.label, pairs.hit, data.n_hits, data.n_images).to(device)
+    if model.sums_out_choice:
+        index = HitPairs(pairs.i, pairs.j, pairs.label, pairs.hit, data.n_hits, data.n_images,
+                         overall=model.overall).to(device)
     out = []
     for draw in draws:
-        if model.variant == "choice":
-            log_joint = model.hit_log_joint(draw.x, draw.a_w, draw.a_g, draw.beta, draw.eps, index, None,
+        if model.sums_out_choice:
+            log_joint = model.hit_log_joint(draw.x, draw.a_w, draw.a_g, draw.beta, draw.rho, draw.eps, index, None,
                                             hit_worker, hit_grid)
             out.append(torch.softmax(log_joint, -1))
         else:
@@ -166,9 +202,9 @@ def train_hit_log_likelihood(model: BayesianCEN, draws: list[Draw]) -> np.ndarra
     """
     out = []
     for draw in draws:
-        if model.variant == "choice":
-            log_joint = model.hit_log_joint(draw.x, draw.a_w, draw.a_g, draw.beta, draw.eps, model.hit_pairs, None,
-                                            model.hit_worker, model.hit_grid)
+        if model.sums_out_choice:
+            log_joint = model.hit_log_joint(draw.x, draw.a_w, draw.a_g, draw.beta, draw.rho, draw.eps,
+                                            model.hit_pairs, None, model.hit_worker, model.hit_grid)
             out.append(torch.logsumexp(log_joint.double(), -1))
         else:
             a = model.pair_activation(draw.a_w, draw.a_g, model.hit_worker, model.hit_grid)

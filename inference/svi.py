@@ -51,8 +51,9 @@ from cen_bayes.splits import split_by_grid, unseen_worker_hits
 from inference.arviz_export import inference_data
 from inference.evaluate import Scored, evaluate_method, fit_and_evaluate, true_hits
 from inference.fit import FitDiverged, deterministic
+from inference.select import AUTO, K_CANDIDATES, VARIANT_CANDIDATES
 from inference.report import write_report
-from models.cen import VARIANTS
+from models.cen import VARIANTS, choices_beyond_dims
 from models.methods import METHODS, OracleError, make_method
 
 
@@ -61,6 +62,10 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
     return value
+
+
+def _k(text: str) -> int | str:
+    return AUTO if text == AUTO else _positive_int(text)
 
 
 def _psis_draws(text: str) -> int:
@@ -88,8 +93,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "results CSV); see cen_bayes/importers.py for the columns read")
     parser.add_argument("--method", choices=METHODS, default="cen",
                         help="cen: the Bayesian CEN (default); the others are the baselines (models/methods.py)")
-    parser.add_argument("--variant", choices=VARIANTS, default="choice", help="Bayesian CEN variant (--method cen)")
-    parser.add_argument("--K", type=_positive_int, default=10, help="embedding / attribute dimensions")
+    parser.add_argument("--variant", choices=(AUTO, *VARIANTS), default=AUTO,
+                        help="Bayesian CEN variant (--method cen); auto (default): the best of "
+                             f"{', '.join(VARIANT_CANDIDATES)} on validation grids (inference/select.py)")
+    parser.add_argument("--K", type=_k, default=AUTO,
+                        help="embedding / attribute dimensions; auto (default): the best of "
+                             f"{', '.join(map(str, K_CANDIDATES))} on validation grids (the baselines: 10)")
     parser.add_argument("--map", action="store_true", help="MAP point estimate (mixture/worker/context: the paper's loss)")
     parser.add_argument("--steps", type=_positive_int, default=None,
                         help="optimiser steps (default: 500 SVI, 200 MAP)")
@@ -112,6 +121,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.format != "table" and not args.data and not args.resume:
         parser.error(f"--format {args.format} reads a --data file")
+    if args.map and AUTO in (args.variant, args.K):
+        parser.error("--map fits one given variant and K: give --variant and --K (e.g. --variant mixture --K 10)")
     return resumed_args(parser, args) if args.resume else args
 
 
@@ -154,7 +165,7 @@ def run(args) -> dict:
     torch.manual_seed(args.seed)
     data, sim, name, dropped = load(args)
     method = None if args.method == "cen" else make_method(  # first: an oracle without truth stops here
-        args.method, data, sim, K=args.K, seed=args.seed, device=args.device, progress=not args.no_progress)
+        args.method, data, sim, K=10 if args.K == AUTO else args.K, seed=args.seed, device=args.device, progress=not args.no_progress)
     split = split_by_grid(data, args.holdout_frac, seed=args.seed)
     if not split.test_hits.any():  # nothing to score; say so instead of failing in the metrics
         raise SystemExit(f"error: {args.data or name}: no held-out grid to score ({data.n_grids} grid(s), "
@@ -224,7 +235,7 @@ def write_outputs(out: Path, data, sim, split, result: Scored, metrics) -> None:
     K = result.embedding.shape[1]
     hits = data.hits[["worker_id", "grid_id"]].assign(split=split.labels())
     if p_attr is not None:
-        columns = [f"p_attr_{k}" for k in range(K)] + (["p_noise"] if p_attr.shape[1] > K else [])
+        columns = [f"p_attr_{k}" for k in range(K)] + [f"p_{c}" for c in choices_beyond_dims(p_attr.shape[1], K)]
         hits = pd.concat([hits, pd.DataFrame(p_attr, columns=columns), pd.DataFrame(result.hit_uncertainty or {})],
                          axis=1)
     truth = true_hits(sim, data)
@@ -252,9 +263,19 @@ def write_outputs(out: Path, data, sim, split, result: Scored, metrics) -> None:
 
 def print_summary(metrics: dict, out: Path) -> None:
     held = metrics["heldout"]
-    rows = [("held-out accuracy", f"{held['accuracy']:.3f}  (majority {held['majority_accuracy']:.3f})"),
-            ("held-out NLL", f"{held['nll']:.3f}"), ("held-out ECE", f"{held['ece']:.3f}"),
-            ("held-out Brier", f"{held['brier']:.3f}")]
+    rows = []
+    if "selection" in metrics:
+        rows.append(("model", f"{metrics['variant']}, K = {metrics['K']}, chosen by validation NLL from " + ", ".join(
+            f"{c['variant']} K {c['K']} {c['validation_nll']:.4f}" for c in metrics["selection"])))
+    rows += [("held-out accuracy", f"{held['accuracy']:.3f}  (majority {held['majority_accuracy']:.3f})"),
+             ("held-out NLL", f"{held['nll']:.3f}"), ("held-out ECE", f"{held['ece']:.3f}"),
+             ("held-out Brier", f"{held['brier']:.3f}")]
+    split_rows = [(f"  {what}", f"{s['n_pairs']:,} pairs: accuracy {s['accuracy']:.3f}, NLL {s['nll']:.3f}, "
+                                 f"ECE {s['ece']:.3f}")
+                  for part, what in (("both_images_seen", "both images seen"), ("an_image_unseen", "an image unseen"))
+                  for s in [metrics.get(f"heldout_{part}", {})] if s.get("n_pairs")]
+    if len(split_rows) == 2:  # only worth a line when some held-out image was never shown in training
+        rows += split_rows
     if "attribute_retrieval" in metrics:
         ret = metrics["attribute_retrieval"]
         per = ", ".join(f"{k} {v:.2f}" for k, v in ret["per_attribute_accuracy"].items())
@@ -279,7 +300,8 @@ def print_summary(metrics: dict, out: Path) -> None:
         rows.append(("left out on import", left_out(metrics)))
     if metrics.get("n_test_hits_unseen_worker"):
         rows.append(("unseen workers", f"{metrics['n_test_hits_unseen_worker']} held-out HITs"))
-    rows.append(("fit seconds", f"{metrics['fit_seconds']:.1f}"))
+    rows.append(("fit seconds", f"{metrics['fit_seconds']:.1f}" + (
+        f"  (+ {metrics['selection_seconds']:.1f} choosing the variant and K)" if "selection" in metrics else "")))
     width = max(len(r[0]) for r in rows)
     print()
     for key, value in rows:

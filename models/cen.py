@@ -48,7 +48,14 @@ from models.energy import GAMMA, XI_N, XI_P, contrastive_energy, same_logit, wei
 from models.hit_images import HitImages
 from models.paper_cen import context_encoder, padded_grid_sets
 
-VARIANTS = ("choice", "mixture", "worker", "context")
+VARIANTS = ("kind", "choice", "mixture", "worker", "context")
+CHOICE_VARIANTS = ("kind", "choice")  # a per-HIT choice z, summed out
+
+
+def choices_beyond_dims(n_columns: int, K: int) -> tuple[str, ...]:
+    """Names of a per-HIT choice table's columns after the K dims: ('overall', 'noise') for ``kind``,
+    ('noise',) for ``choice``, () for a method that picks a dim only."""
+    return ("overall", "noise")[2 - (n_columns - K):] if n_columns > K else ()
 
 
 def worker_prior(tau, alpha=None) -> dist.Distribution:
@@ -106,10 +113,14 @@ class BayesianCEN(PyroModule):
         β          ~ LogNormal(0, 1)                      likelihood temperature
       continuous variants:
         l_hij      ~ Bernoulli(σ(β·(E(0, d) − E(1, d)))),  d = ||a ⊙ (x_i − x_j)||₂
-      choice variant:
+      choice and kind variants:
         ε_w        ~ Beta(1, 4)                           worker's share of noisy HITs
-        z_h        ~ Categorical((1 − ε_w)·normalise(a^w + a^g), ε_w)   summed out
+        ρ          ~ Beta(1, 1)                           kind: the crowd's share of sorts by overall kind
+        π_h        = normalise(a^w_w + a^g_g)             the HIT's weight on each dim
+        z_h        ~ Categorical((1 − ε_w)(1 − ρ)·π_h, (1 − ε_w)·ρ, ε_w)   attribute k, overall, noise; summed out
+                                                          (choice: ρ = 0, no overall)
         l_hij | z=k  ~ Bernoulli(σ(β·(E(0, d_k) − E(1, d_k)))),  d_k = |x_ik − x_jk|
+        l_hij | overall ~ Bernoulli(σ(β·(E(0, d) − E(1, d)))),  d = ||√π_h ⊙ (x_i − x_j)||₂
         l_h·  | noise ~ exchangeable: ∫ Π q^l (1−q)^{1−l} Beta(q; u, v) dq
 
     The worker level is hierarchical so a worker seen in one HIT (anonymous
@@ -127,6 +138,23 @@ class BayesianCEN(PyroModule):
     1 + κ(1 − μ)) collapsed (κ → 2e5, μ → 4e-8) even on a simulated crowd
     with 60 % noisy HITs.
 
+    Real people mostly sort a grid by overall kind (its ImageNet category,
+    with near categories merged by some), which no single dim explains: the
+    ``kind`` variant adds an ``overall`` choice that scores a HIT by the
+    distance over all dims, weighted by the same π_h that picks the dim of
+    an attribute sort (a worker who cares about colour weighs colour more
+    when sorting by kind too). With weights summing to 1 the distance is a
+    weighted root mean square over dims, on the scale of a one-dim
+    distance: weights scaled to K (equal weights giving the Euclidean
+    distance) made every pair look far apart at the start of a fit, and ρ
+    collapsed to 0 on the real ImageNet crowd. The overall choice is on from
+    the first step: kept off for a warm-up, the attribute dims form first
+    and it never gets taken. It costs accuracy on crowds that sort by one
+    attribute at a time (the simulated ones): a distance over all dims is
+    blind to the embedding's axes, so it slows their alignment with single
+    attributes; the automatic choice of variant (``inference.select``)
+    decides per crowd.
+
     The model holds the training pairs as buffers; ``forward(hits)`` scores a
     minibatch of training HITs (all when ``hits`` is None).
     """
@@ -137,9 +165,10 @@ class BayesianCEN(PyroModule):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
-        if paper_loss and variant == "choice":
+        if paper_loss and variant in CHOICE_VARIANTS:
             raise ValueError("the paper's loss exists for the mixture, worker and context variants only")
         self.K, self.variant, self.paper_loss = K, variant, paper_loss
+        self.overall = variant == "kind"
         self.gamma, self.xi_p, self.xi_n, self.embed_scale = gamma, xi_p, xi_n, embed_scale
         self.prior = prior or PaperPrior()
         self.n_images, self.n_workers, self.n_grids = data.n_images, data.n_workers, data.n_grids
@@ -172,8 +201,9 @@ class BayesianCEN(PyroModule):
                                   + torch.bincount(pairs.j, minlength=data.n_images)).float()
         for name, value in buffers.items():
             self.register_buffer(name, value)
-        if variant == "choice":  # each distinct image pair scored once (models.hit_pairs)
-            self.hit_pairs = HitPairs(pairs.i, pairs.j, pairs.label, pair_hit, len(hit_codes), data.n_images)
+        if self.sums_out_choice:  # each distinct image pair scored once (models.hit_pairs)
+            self.hit_pairs = HitPairs(pairs.i, pairs.j, pairs.label, pair_hit, len(hit_codes), data.n_images,
+                                      overall=self.overall)
         else:  # every pair's distance from one batched cdist per step (models.hit_images)
             self.hit_images = HitImages(pairs.i, pairs.j, pair_hit, len(hit_codes), data.n_images)
         if paper_loss:
@@ -190,12 +220,16 @@ class BayesianCEN(PyroModule):
 
     # ----- which activations a variant uses -------------------------------------------
     @property
+    def sums_out_choice(self) -> bool:
+        return self.variant in CHOICE_VARIANTS
+
+    @property
     def uses_worker(self) -> bool:
-        return self.variant in ("choice", "mixture", "worker")
+        return self.variant in (*CHOICE_VARIANTS, "mixture", "worker")
 
     @property
     def uses_context(self) -> bool:
-        return self.variant in ("choice", "mixture", "context")
+        return self.variant in (*CHOICE_VARIANTS, "mixture", "context")
 
     # ----- one method per distribution --------------------------------------------------
     def activation_scale(self) -> torch.Tensor:
@@ -251,13 +285,16 @@ class BayesianCEN(PyroModule):
             pyro.factor("a_g_penalty", -self.prior.lambda1 * (self.n_grid * a_g.sum(-1)).sum())
             return a_g
         scale = self.context_scale(x, tau)
-        if self.variant == "choice":  # a^g = τ ⊙ c(x_grid): a network of the grid's contents, as p_θ(s(g)) is
+        if self.sums_out_choice:  # a^g = τ ⊙ c(x_grid): a network of the grid's contents, as p_θ(s(g)) is
             return scale
         with pyro.plate("grids", self.n_grids):
             return pyro.sample("a_g", dist.Exponential(1.0 / scale).to_event(1))
 
     def temperature(self) -> torch.Tensor:
         return pyro.sample("beta", dist.LogNormal(self.zero, self.one))
+
+    def overall_share(self) -> torch.Tensor | None:
+        return pyro.sample("rho", dist.Beta(self.one, self.one)) if self.overall else None
 
     def noise_share(self) -> torch.Tensor:
         with pyro.plate("workers_noise", self.n_workers):
@@ -272,10 +309,10 @@ class BayesianCEN(PyroModule):
         a_w = self.worker_activations(tau, alpha) if self.uses_worker else None
         a_g = self.grid_activations(x, tau) if self.uses_context else None
         beta = None if self.paper_loss else self.temperature()
-        if self.variant == "choice":
-            eps = self.noise_share()
+        if self.sums_out_choice:
+            rho, eps = self.overall_share(), self.noise_share()
             with pyro.plate("hits", self.n_train_hits, subsample=hits) as h:
-                log_joint = self.hit_log_joint(x, a_w, a_g, beta, eps, self.hit_pairs, hits,
+                log_joint = self.hit_log_joint(x, a_w, a_g, beta, rho, eps, self.hit_pairs, hits,
                                                self.hit_worker[h], self.hit_grid[h])
                 pyro.factor("labels", torch.logsumexp(log_joint, -1))
             return
@@ -302,16 +339,20 @@ class BayesianCEN(PyroModule):
             return a_g[grid]
         return a_w[worker] + a_g[grid]
 
-    def choice_log_prior(self, a_w, a_g, eps, worker, grid):
-        """log P(z = k) for k < K (attribute k) and k = K (noise), per HIT."""
+    def choice_weights(self, a_w, a_g, worker, grid) -> torch.Tensor:
+        """π_h = normalise(a^w_w + a^g_g) per HIT: which dim an attribute sort uses, and how the
+        overall sort weighs the dims."""
         mix = a_w[worker] + a_g[grid]
-        attr = torch.log1p(-eps[worker]).unsqueeze(-1) + torch.log(mix) - torch.log(mix.sum(-1, keepdim=True))
-        return torch.cat([attr, torch.log(eps[worker]).unsqueeze(-1)], -1)
+        return mix / mix.sum(-1, keepdim=True)
 
-    def pair_logits(self, x, beta, index: HitPairs):
-        """Logit of P(l = 1 | z = k) of each distinct image pair under each single-dimension
-        distance |x_ik − x_jk|, (U, K)."""
-        return same_logit((index.diff @ x).abs(), self.gamma, self.xi_p, self.xi_n, beta)
+    def choice_log_prior(self, a_w, a_g, rho, eps, worker, grid):
+        """log P(z) per HIT, columns: attribute 0..K−1, then overall (``kind``), then noise."""
+        clean = torch.log1p(-eps[worker]).unsqueeze(-1)
+        attr = clean + torch.log(self.choice_weights(a_w, a_g, worker, grid))
+        columns = [attr]
+        if self.overall:
+            columns = [attr + torch.log1p(-rho), (clean + torch.log(rho))]
+        return torch.cat([*columns, torch.log(eps[worker]).unsqueeze(-1)], -1)
 
     def noise_log_lik(self, n_same, n_diff):
         """log ∫ q^{n_same}(1 − q)^{n_diff} Beta(q; u, v) dq: one-group and random HITs."""
@@ -319,19 +360,25 @@ class BayesianCEN(PyroModule):
         return (torch.lgamma(n_same + u) + torch.lgamma(n_diff + v) - torch.lgamma(n_same + n_diff + u + v)
                 - torch.lgamma(u) - torch.lgamma(v) + torch.lgamma(u + v))
 
-    def hit_log_joint(self, x, a_w, a_g, beta, eps, index: HitPairs, hits, hit_worker, hit_grid):
-        """log P(z = k) + log P(labels of h | z = k), (n_hits, K + 1); logsumexp over k sums z out.
+    def hit_log_joint(self, x, a_w, a_g, beta, rho, eps, index: HitPairs, hits, hit_worker, hit_grid):
+        """log P(z) + log P(labels of h | z) per HIT, columns as ``choice_log_prior``; logsumexp sums z out.
 
         ``index`` holds the HITs' pairs; ``hits`` picks some of its HITs (None:
         all), and ``hit_worker`` / ``hit_grid`` belong to the picked HITs. Each
         distinct image pair is scored once and summed into its HITs by a
         sparse product (``HitPairs``), so summing z out costs K passes over
-        the distinct pairs, not a loop over HITs.
+        the distinct pairs, not a loop over HITs; the overall sort, whose
+        weights are the HIT's own, costs one pass over the HITs' pairs.
         """
-        per_hit = index.log_lik_per_hit(self.pair_logits(x, beta, index), hits)
+        per_hit = [index.log_lik_per_hit(same_logit((index.diff @ x).abs(), self.gamma, self.xi_p, self.xi_n, beta),
+                                         hits)]
+        if self.overall:
+            weight = self.choice_weights(a_w, a_g, hit_worker, hit_grid)
+            per_hit.append(index.weighted_log_lik_per_hit(
+                x, weight, lambda d: same_logit(d, self.gamma, self.xi_p, self.xi_n, beta), hits).unsqueeze(-1))
         n_same, n_all = index.counts(hits)
         noise = self.noise_log_lik(n_same, n_all - n_same)
         if not self.noise_enabled:
             noise = torch.full_like(noise, -torch.inf)
-        prior = self.choice_log_prior(a_w, a_g, eps, hit_worker, hit_grid)
-        return prior + torch.cat([per_hit, noise.unsqueeze(-1)], -1)
+        prior = self.choice_log_prior(a_w, a_g, rho, eps, hit_worker, hit_grid)
+        return prior + torch.cat([*per_hit, noise.unsqueeze(-1)], -1)

@@ -14,12 +14,20 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from models.hit_pairs import csr_rows
+
 
 class HitImages(nn.Module):
-    """HITs' images as a padded (H, S) matrix, and each pair's place in the (H, S, S) distances."""
+    """HITs' images as a padded (H, S) matrix, and each pair's place in the (H, S, S) distances.
+
+    Pairs must come sorted by HIT (``CrowdData`` and the model keep them so), which lets
+    ``distances`` take a minibatch of HITs as the rows of a CSR index.
+    """
 
     def __init__(self, i, j, hit, n_hits: int, n_images: int):
         super().__init__()
+        if len(hit) > 1 and not bool((hit.diff() >= 0).all()):
+            raise ValueError("HitImages needs pairs sorted by HIT")
         keys = torch.cat([hit * n_images + i, hit * n_images + j])
         members, where = torch.unique(keys, return_inverse=True)  # (HIT, image), sorted by HIT
         member_hit, member_image = members // n_images, members % n_images
@@ -29,11 +37,22 @@ class HitImages(nn.Module):
         images = torch.full((n_hits, S), n_images, dtype=torch.long)  # padding points at a zero row
         images[member_hit, position] = member_image
         pos_i, pos_j = position[where[: len(i)]], position[where[len(i):]]
+        n_pairs = torch.bincount(hit, minlength=n_hits)
         self.register_buffer("images", images)
         self.register_buffer("pair_place", hit * S * S + pos_i * S + pos_j)
+        self.register_buffer("pair_in_hit", pos_i * S + pos_j)  # place within its HIT's S × S block
+        self.register_buffer("hit_ptr", torch.cat([n_pairs.new_zeros(1), n_pairs.cumsum(0)]))
 
-    def distances(self, x: torch.Tensor, a_hit: torch.Tensor) -> torch.Tensor:
-        """d = ||a_h ⊙ (x_i − x_j)|| for every pair, given (n_images, K) x and (n_hits, K) a_hit."""
+    def distances(self, x: torch.Tensor, a_hit: torch.Tensor, hits: torch.Tensor | None = None) -> torch.Tensor:
+        """d = ||a_h ⊙ (x_i − x_j)|| for every pair, given (n_images, K) x and (n_hits, K) a_hit;
+        with ``hits``, for the pairs of those HITs only (in order), ``a_hit`` then (len(hits), K)."""
         padded = torch.cat([x, x.new_zeros(1, x.shape[-1])])
-        scaled = a_hit.unsqueeze(-2) * padded[self.images]  # (H, S, K)
-        return torch.cdist(scaled, scaled).flatten()[self.pair_place]
+        images = self.images if hits is None else self.images[hits]
+        scaled = a_hit.unsqueeze(-2) * padded[images]  # (H, S, K)
+        flat = torch.cdist(scaled, scaled).flatten()
+        if hits is None:
+            return flat[self.pair_place]
+        entries, sub_ptr = csr_rows(self.hit_ptr, hits)
+        S2 = self.images.shape[1] ** 2
+        local = torch.repeat_interleave(torch.arange(len(hits), device=hits.device), sub_ptr.diff())
+        return flat[local * S2 + self.pair_in_hit[entries]]

@@ -13,6 +13,10 @@ retina 146k training pairs are 43k distinct image pairs), so:
 
 Fixed sparse products with a kept transpose (``models.sparse``) replace
 gathers, ``index_add`` and a per-label table: the same code runs on CUDA.
+
+The overall (category) sort weighs every dim by its HIT's own weights, so its
+distance is not a property of the image pair alone; ``weighted_log_lik_per_hit``
+scores it pair by pair (``overall=True``), from one cdist per HIT.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ def _rows(matrix: SparseMatrix, rows: torch.Tensor) -> torch.Tensor:
 class HitPairs(nn.Module):
     """The pairs (i, j, label) of HITs 0..n_hits-1 (``hit`` per pair), indexed by distinct image pair."""
 
-    def __init__(self, i, j, label, hit, n_hits: int, n_images: int):
+    def __init__(self, i, j, label, hit, n_hits: int, n_images: int, overall: bool = False):
         super().__init__()
         lo, hi = torch.minimum(i, j), torch.maximum(i, j)
         key, uniq = torch.unique(lo * n_images + hi, return_inverse=True)
@@ -56,6 +60,11 @@ class HitPairs(nn.Module):
         self.same = SparseMatrix(hit[same], uniq[same], ones[same], n_hits, n_uniq)  # the "same" ones
         n_pairs = torch.bincount(hit, minlength=n_hits)
         self.register_buffer("n_pairs", n_pairs.float())
+        if overall:  # per-HIT weighted distances (the overall sort)
+            from models.hit_images import HitImages
+            self.hit_images = HitImages(i, j, hit, n_hits, n_images)
+            self.register_buffer("pair_hit", hit)
+            self.register_buffer("pair_label", label.float())
         self.register_buffer("n_same", torch.zeros(n_hits, device=i.device).index_add_(0, hit, label.float()))
 
     def log_lik_per_hit(self, logits: torch.Tensor, hits: torch.Tensor | None = None) -> torch.Tensor:
@@ -63,6 +72,23 @@ class HitPairs(nn.Module):
         if hits is None:
             return self.same @ logits - self.all @ F.softplus(logits)
         return _rows(self.same, hits) @ logits - _rows(self.all, hits) @ F.softplus(logits)
+
+    def weighted_log_lik_per_hit(self, x: torch.Tensor, weight: torch.Tensor, logit_of_distance,
+                                 hits: torch.Tensor | None = None) -> torch.Tensor:
+        """(len(hits),): Σ over each HIT's pairs of log P(l | d), d = ||√w_h ⊙ (x_i − x_j)||₂.
+
+        ``weight``: (len(hits), K) non-negative weights of the picked HITs; ``logit_of_distance``
+        maps d to the logit of "same". The distances come from one cdist per HIT (``HitImages``).
+        """
+        d = self.hit_images.distances(x, weight.sqrt(), hits)
+        if hits is None:
+            local, label, n = self.pair_hit, self.pair_label, len(self.n_pairs)
+        else:
+            entries, sub_ptr = csr_rows(self.hit_images.hit_ptr, hits)
+            local = torch.repeat_interleave(torch.arange(len(hits), device=hits.device), sub_ptr.diff())
+            label, n = self.pair_label[entries], len(hits)
+        signed = (2.0 * label - 1.0).to(d.dtype) * logit_of_distance(d)
+        return d.new_zeros(n).index_add_(0, local, F.logsigmoid(signed))
 
     def counts(self, hits: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(pairs labelled same, all pairs) per HIT."""
