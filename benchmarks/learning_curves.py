@@ -51,10 +51,11 @@ def complete_seeds(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
     A mean over seeds compares methods only if each method had the same splits: a
     run stopped part-way keeps its rows in the CSV (``--resume`` goes on from them)
-    but its unfinished seeds stay out of the tables. Methods are counted per dataset, so
-    a dataset run with fewer methods (``--methods``) still shows the ones it has."""
+    but its unfinished seeds stay out of the tables. Methods are counted per dataset and
+    fraction, so a dataset or fraction run with fewer methods (``--methods``) still shows
+    the ones it has."""
     fitted = frame.groupby(["dataset", "fraction", "seed"]).method.transform("nunique")
-    complete = fitted == frame.groupby("dataset").method.transform("nunique")
+    complete = fitted == frame.groupby(["dataset", "fraction"]).method.transform("nunique")
     return frame[complete], frame[~complete]
 
 

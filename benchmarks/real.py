@@ -51,7 +51,7 @@ from cen_bayes.metrics import cluster_embedding, clustering_scores, pair_scores
 from cen_bayes.splits import seen_images, split_by_grid
 
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "shared" / "real" / "orchestra-imagenet"
-METHODS = ("cen-choice", "cen-mixture", "cen-context", "cen-worker", "map-mixture",
+METHODS = ("cen-auto", "cen-kind", "cen-choice", "cen-mixture", "cen-context", "cen-worker", "map-mixture",
            "bcc", "siamese", "triplet", "paper-cen", "paper-worker", "paper-context")
 MERGE_MIN_PAIRS = 30  # a category pair needs this many training pairs to be read
 REFERENCE_NAMES = ("always different", "same-category oracle (rule)", "same-category oracle (calibrated)")
@@ -97,6 +97,12 @@ def held_out(data: CrowdData, seed: int):
     return split, train, test, seen, seen[test.i.numpy()] & seen[test.j.numpy()]
 
 
+def seen_unseen_scores(y: np.ndarray, p: np.ndarray, both_seen: np.ndarray) -> dict:
+    """Accuracy, NLL and ECE of the held-out pairs whose two images a training grid showed, and of the rest."""
+    return {f"{score}_{part}_pairs": pair_scores(y[mask], p[mask])[score] if mask.any() else np.nan
+            for part, mask in (("seen", both_seen), ("unseen", ~both_seen)) for score in ("accuracy", "nll", "ece")}
+
+
 def references(data: CrowdData, category: np.ndarray, seed: int) -> list[dict]:
     """Always 'different' and the same-category oracle (hard and calibrated) on a seed's held-out pairs."""
     _, train, test, _, both_seen = held_out(data, seed)
@@ -111,7 +117,7 @@ def references(data: CrowdData, category: np.ndarray, seed: int) -> list[dict]:
         scores = pair_scores(y, p)
         rows.append({"dataset": "orchestra-imagenet", "seed": seed, "method": name, "fraction": 1.0,
                      **{k: scores[k] for k in ("accuracy", "nll", "ece", "brier", "majority_accuracy")},
-                     "accuracy_seen_pairs": pair_scores(y[both_seen], p[both_seen])["accuracy"],
+                     **seen_unseen_scores(y, p, both_seen),
                      "share_seen_pairs": float(both_seen.mean()), "n_test_pairs": len(test)})
     return rows
 
@@ -150,8 +156,10 @@ def real_job(job: RealJob) -> dict:
     return {"dataset": job.dataset, "seed": job.seed, "method": job.method, "fraction": 1.0, "K": job.k,
             "gamma": job.gamma_value,
             **{k: result.metrics["heldout"][k] for k in ("accuracy", "nll", "ece", "brier", "majority_accuracy")},
-            "accuracy_seen_pairs": pair_scores(y[both_seen], p[both_seen])["accuracy"],
+            **seen_unseen_scores(y, p, both_seen),
             "share_seen_pairs": float(both_seen.mean()), "n_test_pairs": len(test), "n_train_pairs": len(train),
+            "chosen": (f"{result.metrics['variant']} K {result.metrics['K']}" if "selection" in result.metrics
+                       else ""),
             **{f"{how}_{score}": clustering[how][score] for how in clustering for score in ("mcc", "nmi", "f1")},
             "n_clustered_images": int(seen.sum()),
             "merges_json": json.dumps(merges) if merges is not None else "",
@@ -200,9 +208,15 @@ def merges_report(frame: pd.DataFrame, top: int = 10) -> list[str]:
 def report(frame: pd.DataFrame, data: CrowdData, category: np.ndarray, where: str) -> str:
     by = ["method"]
     order = list(dict.fromkeys(frame.method))
-    cols = ["accuracy", "nll", "ece", "brier", "accuracy_seen_pairs", "fit_seconds"]
+    cols = ["accuracy", "nll", "ece", "brier", "fit_seconds"]
     table = pd.DataFrame({c: mean_sd(frame, c, by, 1 if c == "fit_seconds" else 3) for c in cols}).loc[order]
-    table.columns = ["accuracy", "NLL", "ECE", "Brier", "accuracy, both images seen", "fit s"]
+    table.columns = ["accuracy", "NLL", "ECE", "Brier", "fit s"]
+    parts = [f"{score}_{part}_pairs" for part in ("seen", "unseen") for score in ("accuracy", "nll", "ece")]
+    by_seen = pd.DataFrame({c: mean_sd(frame, c, by) for c in parts}).loc[order]
+    by_seen.columns = [f"{part}: {score}" for part in ("both seen", "an image unseen")
+                       for score in ("accuracy", "NLL", "ECE")]
+    chosen = frame[frame["chosen"].fillna("").str.len() > 0] if "chosen" in frame else frame.iloc[:0]
+    choices = "; ".join(f"seed {r.seed}: {r.chosen}" for r in chosen.sort_values("seed").itertuples())
     fits = frame[frame.fit_seconds.notna()]
     clust_cols = [f"{how}_{s}" for how in ("kmeans", "dpgmm") for s in ("mcc", "nmi")]
     fitted = [m for m in order if m in set(fits.method)]
@@ -219,8 +233,14 @@ def report(frame: pd.DataFrame, data: CrowdData, category: np.ndarray, where: st
              f"(each its own hold-out of 15 % of the grids, whole); K = {int(fits.K.iloc[0])}; mean ± sd over "
              "seeds; per-fit rows in `real.csv`. Every held-out answer is by a new worker; "
              f"{means.share_seen_pairs.mean():.0%} of held-out pairs have both images in a training grid "
-             "(`accuracy, both images seen`). `csn` is not run: it needs each HIT's true attribute.", "",
+             "(scored apart below). `csn` is not run: it needs each HIT's true attribute.", "",
              "## Held-out pairs", "", table.to_markdown(), "",
+             *([f"`cen-auto` chose: {choices} (`inference.select`: validation NLL on 20 % of the training "
+                "grids).", ""] if choices else []),
+             "### Pairs whose two images a training grid showed, and the rest", "",
+             "An image no training grid showed has no learned embedding: the Bayesian CEN predicts its pairs from "
+             "the collection's learned embeddings (`inference.predict.new_image_embeddings`); the other methods "
+             "from what their untrained parameters for it say.", "", by_seen.to_markdown(), "",
              f"Best method by accuracy: `{best}` {methods.loc[best, 'accuracy']:.3f}, "
              f"{position:.0%} of the way from always 'different' ({majority:.3f}) to the same-category "
              f"oracle ({oracle:.3f}).", "",

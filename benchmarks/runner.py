@@ -43,7 +43,7 @@ RESULTS = REPO / "benchmarks" / "results"
 # The paper's embedding sizes (supplement A, §4.4, §F): CELEBA 4 (four listed attributes),
 # RETINA 10 (attributes unknown), BIRDS 4; every method on a dataset uses the same K.
 PAPER_K = {"celeba": 4, "retina": 10, "birds": 4, "tiny": 4}
-BAYES = ("cen-choice", "cen-mixture", "cen-context", "cen-worker", "map-mixture")
+BAYES = ("cen-auto", "cen-kind", "cen-choice", "cen-mixture", "cen-context", "cen-worker", "map-mixture")
 BASELINES = ("bcc", "siamese", "triplet", "csn", "paper-cen", "paper-worker", "paper-context")
 ALL_METHODS = BAYES + BASELINES
 REFERENCES = ("limit",)  # not fitted: the Bayes-optimal P(same) of a simulation (cen_bayes.limit)
@@ -95,7 +95,8 @@ def fit_job(job: Job, data, split, sim=None):
     if job.method == "limit":
         return _score_limit(job, data, split, sim), None
     if kind in ("cen", "map"):
-        result = fit_and_evaluate(data, split, sim, variant=variant, K=job.k, map_mode=kind == "map",
+        result = fit_and_evaluate(data, split, sim, variant=variant, K="auto" if variant == "auto" else job.k,
+                                  map_mode=kind == "map",
                                   steps=20 if job.smoke else None, draws=10 if job.smoke else 100, psis_draws=0,
                                   seed=job.seed, device=job.device, progress=False, gamma=job.gamma_value)
         return result, None

@@ -77,7 +77,8 @@ def test_real_smoke(tmp_path):
                "paper-cen", "--out", str(tmp_path)])
     frame = pd.read_csv(tmp_path / "real.csv")
     assert set(frame.method) == {"cen-choice", "map-mixture", "bcc", "paper-cen"}
-    assert frame[["accuracy", "nll", "ece", "kmeans_mcc", "kmeans_nmi", "accuracy_seen_pairs"]].notna().all().all()
+    assert frame[["accuracy", "nll", "ece", "kmeans_mcc", "kmeans_nmi", "accuracy_seen_pairs",
+                  "ece_unseen_pairs"]].notna().all().all()
     merges = json.loads(frame.loc[frame.method == "cen-choice", "merges_json"].item())
     assert merges and all(0 <= m[4] <= 1 and m[5] <= m[4] <= m[6] for m in merges)  # mean inside its interval
     assert frame.loc[frame.method != "cen-choice", "merges_json"].isna().all()
@@ -116,8 +117,9 @@ def test_code_line_names_every_version_of_a_mixed_table():
 def test_tables_leave_out_seeds_not_every_method_has_finished():
     rows = ([("retina", 1.0, seed, method) for seed in (0, 1) for method in ("a", "b")]
             + [("birds", 1.0, 0, "a"), ("birds", 1.0, 0, "b"), ("birds", 1.0, 1, "a")]
-            + [("celeba", 1.0, 0, "a")])  # celeba run with one method (--methods): nothing pending
+            + [("celeba", 1.0, 0, "a")]  # celeba run with one method (--methods): nothing pending
+            + [("retina", 0.3, 0, "a")])  # a fraction run with fewer methods: shown with what it has
     frame = pd.DataFrame(rows, columns=["dataset", "fraction", "seed", "method"])
     complete, pending = learning_curves.complete_seeds(frame)
-    assert len(complete) == 7 and set(complete.dataset) == {"retina", "birds", "celeba"}
+    assert len(complete) == 8 and set(complete.dataset) == {"retina", "birds", "celeba"}
     assert pending.to_dict("records") == [{"dataset": "birds", "fraction": 1.0, "seed": 1, "method": "a"}]
