@@ -37,8 +37,9 @@ def test_latent_shapes(tiny, variant):
         assert shapes["a_w"] == (data.n_workers, 5)
     if "a_g" in shapes:
         assert shapes["a_g"] == (data.n_grids, 5)
-    if variant == "choice":
+    if variant in ("choice", "kind"):
         assert shapes["eps"] == (data.n_workers,)
+    assert ("rho" in shapes) == (variant == "kind")
     assert ("alpha" in shapes) == (variant in ("mixture", "worker")) and shapes.get("alpha", ()) == ()
 
 
@@ -61,7 +62,7 @@ def test_a_grid_answered_by_several_people_is_one_context():
 
 
 
-@pytest.mark.parametrize("variant", ["choice", "mixture", "paper-mixture"])
+@pytest.mark.parametrize("variant", ["choice", "kind", "mixture", "paper-mixture"])
 def test_minibatches_of_hits_partition_the_full_batch(tiny, variant):
     """The labels' log-likelihood of two minibatches of HITs adds up to the full batch's
     once the plate's n / batch scale (which makes each an unbiased estimate) is taken off."""
@@ -90,7 +91,7 @@ def test_predictions_are_probabilities(tiny, variant):
     assert result.p_same.shape == (len(result.test_pairs),)
     assert np.isfinite(result.p_same).all() and (result.p_same >= 0).all() and (result.p_same <= 1).all()
     np.testing.assert_allclose(result.p_attr.sum(1), 1.0, atol=1e-6)
-    assert result.p_attr.shape == (data.n_hits, 5 if variant == "choice" else 4)
+    assert result.p_attr.shape == (data.n_hits, {"kind": 6, "choice": 5}.get(variant, 4))  # + overall, noise
 
 
 def test_choice_recovers_the_attribute_each_hit_used(tiny):
@@ -128,3 +129,24 @@ def test_same_seed_same_fit(tiny):
     b = fit_and_evaluate(data, split, sim, variant="choice", K=3, steps=15, draws=3, seed=4, progress=False)
     np.testing.assert_array_equal(a.p_same, b.p_same)
     assert a.fit.losses == b.fit.losses
+
+
+def test_an_image_no_training_grid_showed_takes_a_seen_image_embedding_in_each_draw():
+    x = torch.arange(12.0).reshape(6, 2)
+    seen = torch.tensor([True, False, True, True, False, True])
+    torch.manual_seed(0)
+    draws = torch.stack([predict.new_image_embeddings(x, seen) for _ in range(200)])
+    assert (draws[:, seen] == x[seen]).all()  # learned embeddings are kept
+    seen_rows = {tuple(row.tolist()) for row in x[seen]}
+    assert {tuple(row.tolist()) for row in draws[:, ~seen].reshape(-1, 2)} == seen_rows  # every seen image, only those
+
+
+def test_validation_split_holds_out_whole_training_grids(tiny):
+    from inference.select import validation_split
+    _, data, split = tiny
+    inner = validation_split(data, split, seed=3)
+    grid = data.hits["grid"].to_numpy()
+    assert not (inner.train_hits & inner.test_hits).any()
+    assert ((inner.train_hits | inner.test_hits) == split.train_hits).all()  # the test grids stay out
+    assert not set(grid[inner.train_hits]) & set(grid[inner.test_hits])  # whole grids
+    assert inner.test_hits.sum() > 0 and abs(len(set(grid[inner.test_hits])) / len(set(grid[split.train_hits])) - 0.2) < 0.05

@@ -73,3 +73,29 @@ def test_hit_images_distances_match_per_pair_distances():
     for g_got, g_exp in zip(torch.autograd.grad(got.sum(), [x, a_hit]), torch.autograd.grad(expected.sum(), [x, a_hit])):
         assert torch.isfinite(g_got).all()
         torch.testing.assert_close(g_got, g_exp)
+
+
+def test_overall_sort_sums_per_hit_and_minibatches_match_per_pair_sums():
+    """The kind variant's overall sort: per HIT, Σ log P(l | d) with d weighted by that HIT's weights,
+    equal to a plain per-pair loop, for all HITs and for a minibatch of them."""
+    import torch.nn.functional as F
+    from models.energy import same_logit, weighted_norm
+
+    torch.manual_seed(3)
+    n_images, K = 10, 3
+    grids = [torch.randperm(n_images)[:size] for size in (4, 6, 5, 3)]
+    i, j, hit = [], [], []
+    for h, images in enumerate(grids):
+        a, b = torch.triu_indices(len(images), len(images), 1)
+        i.append(images[a]), j.append(images[b]), hit.append(torch.full((len(a),), h))
+    i, j, hit = torch.cat(i), torch.cat(j), torch.cat(hit)
+    label = (torch.rand(len(i)) < 0.4).float()
+    index = HitPairs(i, j, label, hit, len(grids), n_images, overall=True).double()
+    x = torch.randn(n_images, K, dtype=torch.float64) * 3
+    weight = torch.softmax(torch.randn(len(grids), K, dtype=torch.float64), -1)
+    logit = lambda d: same_logit(d, beta=0.7)  # noqa: E731
+    pair = F.logsigmoid((2 * label.double() - 1) * logit(weighted_norm(weight[hit].sqrt(), x[i] - x[j])))
+    expected = torch.zeros(len(grids), dtype=torch.float64).index_add_(0, hit, pair)
+    torch.testing.assert_close(index.weighted_log_lik_per_hit(x, weight, logit), expected)
+    some = torch.tensor([3, 1])
+    torch.testing.assert_close(index.weighted_log_lik_per_hit(x, weight[some], logit, some), expected[some])

@@ -10,7 +10,7 @@ from inference.report import FIGURES
 from inference.svi import main
 
 
-@pytest.mark.parametrize("variant", ["choice", "mixture"])
+@pytest.mark.parametrize("variant", ["choice", "kind", "mixture"])
 def test_cli_writes_the_output_contract(tmp_path, variant):
     out = tmp_path / variant
     main(["--dataset", "tiny", "--variant", variant, "--K", "4", "--steps", "60", "--draws", "5",
@@ -26,9 +26,11 @@ def test_cli_writes_the_output_contract(tmp_path, variant):
     assert np.isfinite(diagnostics["psis_khat"]) and diagnostics["psis_draws"] == 200
     assert (diagnostics["warning"] is None) == (diagnostics["psis_khat"] <= 0.7)
     hits = pd.read_csv(out / "hits.csv")
-    p = hits.filter(regex=r"^p_(attr_\d+|noise)$").to_numpy()
+    p = hits.filter(regex=r"^p_(attr_\d+|overall|noise)$").to_numpy()
     np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-6)
-    np.testing.assert_allclose(hits.p_unexplained, 1.0 - hits.filter(like="p_attr_").max(axis=1), atol=1e-9)
+    assert ("p_overall" in hits) == (variant == "kind") and ("p_noise" in hits) == (variant != "mixture")
+    explained = hits.filter(regex=r"^p_(attr_\d+|overall)$").max(axis=1)  # a sort by kind is no noise
+    np.testing.assert_allclose(hits.p_unexplained, 1.0 - explained, atol=1e-9)
     assert hits.uncertain.tolist() == ((hits.p_unexplained > 0.5) | (hits.entropy > np.log(2))).tolist()
     assert (hits.entropy >= 0).all()
     assert set(hits.true_noise) <= {"none", "off_list", "one_group", "random"}
@@ -38,6 +40,29 @@ def test_cli_writes_the_output_contract(tmp_path, variant):
     assert list(emb.columns[:3]) == ["image_id", "mean_0", "sd_0"] and (emb.filter(like="sd_") >= 0).all().all()
     assert list(emb.filter(like="true_").columns) == ["true_shape", "true_color", "true_size"]
     assert {p.stem for p in out.glob("*.png")} == (set() if variant == "mixture" else set(FIGURES))
+
+
+def test_cli_default_chooses_the_variant_and_k_on_validation_grids(tmp_path, capsys):
+    main(["--dataset", "tiny", "--steps", "40", "--draws", "5", "--psis-draws", "0", "--no-progress",
+          "--no-figures", "--out", str(tmp_path)])
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    candidates = pd.DataFrame(metrics["selection"])
+    assert list(zip(candidates.variant, candidates.K))[:2] == [("kind", 10), ("choice", 10)]  # variants first
+    winner = candidates.variant[candidates.validation_nll.iloc[:2].idxmin()]
+    assert (candidates.variant[2], candidates.K[2]) == (winner, 4)  # then K for the better variant
+    best = candidates.loc[candidates.validation_nll.idxmin()]
+    assert (metrics["variant"], metrics["K"]) == (best.variant, best.K)
+    assert np.isfinite(candidates.validation_nll).all() and (candidates.steps == 10).all()  # a quarter of 40
+    assert "chosen by validation NLL" in capsys.readouterr().out
+    for part in ("both_images_seen", "an_image_unseen"):
+        assert "n_pairs" in metrics[f"heldout_{part}"]
+    assert sum(metrics[f"heldout_{p}"]["n_pairs"] for p in ("both_images_seen", "an_image_unseen")) == \
+        metrics["heldout"]["n_pairs"]
+
+
+def test_cli_map_needs_a_variant_and_k(tmp_path):
+    with pytest.raises(SystemExit):
+        main(["--dataset", "tiny", "--map", "--out", str(tmp_path)])
 
 
 def test_cli_map_paper_loss(tmp_path):
