@@ -43,10 +43,11 @@ from torch import nn
 
 from cen_bayes.crowd import CrowdData
 from models.distributions import RadialLaplace
-from models.hit_pairs import HitPairs, csr_rows
+from models.hit_pairs import HitPairs
 from models.energy import GAMMA, XI_N, XI_P, contrastive_energy, same_logit, weighted_norm
 from models.hit_images import HitImages
 from models.paper_cen import context_encoder, padded_grid_sets
+from models.sparse import csr_rows
 
 VARIANTS = ("kind", "choice", "mixture", "worker", "context")
 CHOICE_VARIANTS = ("kind", "choice")  # a per-HIT choice z, summed out

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.hit_pairs import csr_rows
+from models.sparse import csr_rows
 
 
 class HitImages(nn.Module):
@@ -52,7 +52,10 @@ class HitImages(nn.Module):
         flat = torch.cdist(scaled, scaled).flatten()
         if hits is None:
             return flat[self.pair_place]
+        entries, local = self.pairs_of(hits)
+        return flat[local * self.images.shape[1] ** 2 + self.pair_in_hit[entries]]
+
+    def pairs_of(self, hits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the pairs of ``hits``, in order; each one's HIT as a position in ``hits``)."""
         entries, sub_ptr = csr_rows(self.hit_ptr, hits)
-        S2 = self.images.shape[1] ** 2
-        local = torch.repeat_interleave(torch.arange(len(hits), device=hits.device), sub_ptr.diff())
-        return flat[local * S2 + self.pair_in_hit[entries]]
+        return entries, torch.repeat_interleave(torch.arange(len(hits), device=hits.device), sub_ptr.diff())

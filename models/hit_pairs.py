@@ -25,15 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.sparse import SparseMatrix
-
-
-def csr_rows(ptr: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Entries of the selected CSR rows, in order, and the offsets of the sub-matrix they form."""
-    start, counts = ptr[rows], ptr[rows + 1] - ptr[rows]
-    sub_ptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
-    offset = torch.arange(int(sub_ptr[-1]), device=ptr.device) - torch.repeat_interleave(sub_ptr[:-1], counts)
-    return torch.repeat_interleave(start, counts) + offset, sub_ptr
+from models.hit_images import HitImages
+from models.sparse import SparseMatrix, csr_rows
 
 
 def _rows(matrix: SparseMatrix, rows: torch.Tensor) -> torch.Tensor:
@@ -61,7 +54,6 @@ class HitPairs(nn.Module):
         n_pairs = torch.bincount(hit, minlength=n_hits)
         self.register_buffer("n_pairs", n_pairs.float())
         if overall:  # per-HIT weighted distances (the overall sort)
-            from models.hit_images import HitImages
             self.hit_images = HitImages(i, j, hit, n_hits, n_images)
             self.register_buffer("pair_hit", hit)
             self.register_buffer("pair_label", label.float())
@@ -84,8 +76,7 @@ class HitPairs(nn.Module):
         if hits is None:
             local, label, n = self.pair_hit, self.pair_label, len(self.n_pairs)
         else:
-            entries, sub_ptr = csr_rows(self.hit_images.hit_ptr, hits)
-            local = torch.repeat_interleave(torch.arange(len(hits), device=hits.device), sub_ptr.diff())
+            entries, local = self.hit_images.pairs_of(hits)
             label, n = self.pair_label[entries], len(hits)
         signed = (2.0 * label - 1.0).to(d.dtype) * logit_of_distance(d)
         return d.new_zeros(n).index_add_(0, local, F.logsigmoid(signed))

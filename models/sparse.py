@@ -18,6 +18,14 @@ def _csr(ptr, col, val, n_cols) -> torch.Tensor:
     return torch.sparse_csr_tensor(ptr, col, val, size=(len(ptr) - 1, n_cols), check_invariants=False)
 
 
+def csr_rows(ptr: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Entries of the selected CSR rows, in order, and the offsets of the sub-matrix they form."""
+    start, counts = ptr[rows], ptr[rows + 1] - ptr[rows]
+    sub_ptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+    offset = torch.arange(int(sub_ptr[-1]), device=ptr.device) - torch.repeat_interleave(sub_ptr[:-1], counts)
+    return torch.repeat_interleave(start, counts) + offset, sub_ptr
+
+
 class _Product(torch.autograd.Function):
     @staticmethod
     def forward(ctx, matrix, transpose, dense):
