@@ -163,7 +163,9 @@ def real_job(job: RealJob) -> dict:
             **{f"{how}_{score}": clustering[how][score] for how in clustering for score in ("mcc", "nmi", "f1")},
             "n_clustered_images": int(seen.sum()),
             "merges_json": json.dumps(merges) if merges is not None else "",
-            "fit_seconds": result.metrics["fit_seconds"], "threads": job.threads, "device": job.device}
+            "fit_seconds": result.metrics["fit_seconds"],
+            "selection_seconds": result.metrics.get("selection_seconds", np.nan), "threads": job.threads,
+            "device": job.device}
 
 
 def describe(data: CrowdData, category: np.ndarray) -> str:

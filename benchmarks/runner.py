@@ -145,7 +145,8 @@ def run_job(job: Job) -> dict:
            **{f"{how}_{score}": clustering.get(how, {}).get(score, np.nan)
               for how in ("kmeans", "dpgmm") for score in ("mcc", "nmi", "f1")},
            "train_paper_loss": m.get("train_paper_loss", np.nan),
-           "fit_seconds": m["fit_seconds"], "peak_rss_mb": _peak_rss_mb(),
+           "fit_seconds": m["fit_seconds"], "selection_seconds": m.get("selection_seconds", np.nan),
+           "chosen": f"{m['variant']} K {m['K']}" if "selection" in m else "", "peak_rss_mb": _peak_rss_mb(),
            "fit_rss_growth_mb": _peak_rss_mb() - rss_before,
            "cuda_peak_mb": torch.cuda.max_memory_allocated() / 2**20 if job.device.startswith("cuda") else np.nan,
            "threads": job.threads, "device": job.device}
