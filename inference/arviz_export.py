@@ -8,7 +8,7 @@ Groups and dims, all named by the user's own ids:
   ~1e-12 on retina, and ``az.summary`` of a_w rounds to 0); ``a_g``
   (grid, attribute; unseen grids drawn from their context prior); ``tau``
   (attribute); ``alpha`` (how alike workers' biases are: a^w ~ Gamma(1 + α, (1 + α)/τ));
-  ``beta``; ``eps`` (worker, choice and kind); ``rho`` (kind); ``attribute_used``
+  ``beta``; ``eps`` (the crowd's noise share, choice and kind); ``rho`` (kind); ``attribute_used``
   (hit, attribute_or_noise): per draw, P(the HIT used dim k);
 * log_likelihood: ``labels`` (train_hit): each training HIT's joint
   log-likelihood, so ``az.loo`` is leave-one-HIT-out;
@@ -40,7 +40,7 @@ def inference_data(model: BayesianCEN, draws: list, data: CrowdData, train_hits:
               "heldout_pair": np.arange(len(test_pairs))}
     dims = {"x": ["image", "attribute"], "a_w": ["worker", "attribute"], "worker_share": ["worker", "attribute"],
             "a_g": ["grid", "attribute"],
-            "tau": ["attribute"], "eps": ["worker"], "attribute_used": ["hit", "attribute_or_noise"],
+            "tau": ["attribute"], "attribute_used": ["hit", "attribute_or_noise"],
             "labels": ["train_hit"], "label": ["heldout_pair"]}
     names = ("x", "a_w", "a_g", "tau", "alpha", "beta", "eps", "rho")
     stacked = {name: np.stack([getattr(d, name).detach().cpu().numpy() for d in draws])

@@ -8,7 +8,7 @@ predictions for unseen grids possible. An image no training HIT showed takes,
 in each draw, the embedding of a random image that one did
 (``new_image_embeddings``). Likewise a worker with no training HIT
 (grids are held out whole, so a worker can appear in test HITs only) gets
-its activation a^w (and noise share ε) from the population prior: the guide's
+its activation a^w from the population prior: the guide's
 factor for such a worker sees no data, only the prior, and a short fit leaves
 it near its narrow starting value instead of the prior's spread.
 """
@@ -99,11 +99,12 @@ def new_image_embeddings(x: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
 
 
 def unseen_worker_prior(model: BayesianCEN, latent: dict, seen_workers: torch.Tensor, point: bool) -> dict:
-    """``latent`` with the a^w and ε of workers that have no training HIT taken from the population.
+    """``latent`` with the a^w of workers that have no training HIT taken from the population.
 
     Bayesian draws: a^w from ``models.cen.worker_prior`` with this draw's crowd-level τ (and α),
-    ε ~ Beta(1, 4), i.e. the posterior predictive for a new worker. A MAP point (``point``) uses
-    the prior means τ and 1/5 instead of one random draw; the paper's loss (``paper_loss``) has
+    i.e. the posterior predictive for a new worker (the noise share ε is the crowd's, so a new
+    worker has it too). A MAP point (``point``) uses the prior mean τ instead of one random
+    draw; the paper's loss (``paper_loss``) has
     no population prior (its penalty is nearly flat), so there the mean of the training workers'
     a^w stands in for it.
     """
@@ -118,11 +119,6 @@ def unseen_worker_prior(model: BayesianCEN, latent: dict, seen_workers: torch.Te
         else:
             population = worker_prior(latent["tau"], latent.get("alpha")).sample(a_w.shape[:-1])
         latent["a_w"] = torch.where(keep, a_w, population)
-    if latent.get("eps") is not None:
-        eps = latent["eps"]
-        population = (torch.full_like(eps, 0.2) if point else
-                      torch.distributions.Beta(model.one, 4.0 * model.one).sample(eps.shape))
-        latent["eps"] = torch.where(seen_workers, eps, population)
     return latent
 
 

@@ -38,7 +38,7 @@ def test_latent_shapes(tiny, variant):
     if "a_g" in shapes:
         assert shapes["a_g"] == (data.n_grids, 5)
     if variant in ("choice", "kind"):
-        assert shapes["eps"] == (data.n_workers,)
+        assert shapes["eps"] == ()  # the crowd's noise share
     assert ("rho" in shapes) == (variant == "kind")
     assert ("alpha" in shapes) == (variant in ("mixture", "worker")) and shapes.get("alpha", ()) == ()
 
