@@ -52,7 +52,7 @@ def test_cli_default_chooses_the_variant_and_k_on_validation_grids(tmp_path, cap
     assert (candidates.variant[2], candidates.K[2]) == (winner, 4)  # then K for the better variant
     best = candidates.loc[candidates.validation_nll.idxmin()]
     assert (metrics["variant"], metrics["K"]) == (best.variant, best.K)
-    assert np.isfinite(candidates.validation_nll).all() and (candidates.steps == 10).all()  # a quarter of 40
+    assert np.isfinite(candidates.validation_nll).all() and (candidates.steps == 20).all()  # half of 40
     assert "chosen by validation NLL" in capsys.readouterr().out
     for part in ("both_images_seen", "an_image_unseen"):
         assert "n_pairs" in metrics[f"heldout_{part}"]
