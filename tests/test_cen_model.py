@@ -157,3 +157,32 @@ def test_validation_split_holds_out_whole_training_grids(tiny):
     assert ((inner.train_hits | inner.test_hits) == split.train_hits).all()  # the test grids stay out
     assert not set(grid[inner.train_hits]) & set(grid[inner.test_hits])  # whole grids
     assert inner.test_hits.sum() > 0 and abs(len(set(grid[inner.test_hits])) / len(set(grid[split.train_hits])) - 0.2) < 0.05
+
+
+def test_selection_keeps_the_simpler_candidate_unless_beaten_beyond_one_standard_error(tiny, monkeypatch):
+    """Stub fits whose validation P(observed label) is 0.7 + gain + independent noise per pair: a gain
+    well inside one standard error keeps choice / the smaller K, a clear gain picks the richer one."""
+    import types
+    import inference.evaluate
+    from inference import select as selection
+    _, data, split = tiny
+    inner = selection.validation_split(data, split, seed=0)
+    test_pairs = data.pairs.subset(inner.pair_masks(data)[1])
+    y = test_pairs.label.numpy()
+
+    def run(gains):
+        rng = np.random.default_rng(0)
+
+        def fake_fit(data, split, sim, *, variant, K, **options):
+            p_true = np.clip(0.7 + gains.get((variant, K), 0.0) + rng.normal(0, 0.1, len(y)), 0.05, 0.95)
+            held = {"nll": float(-np.log(p_true).mean()), "accuracy": float((p_true > 0.5).mean())}
+            return types.SimpleNamespace(test_pairs=test_pairs, p_same=np.where(y > 0, p_true, 1 - p_true),
+                                         metrics={"heldout": held})
+        monkeypatch.setattr(inference.evaluate, "fit_and_evaluate", fake_fit)
+        chosen = selection.select(data, split, steps=10, progress=False)
+        return chosen.variant, chosen.K
+
+    assert run({("kind", 10): 0.002, ("choice", 4): -0.002}) == ("choice", 4)  # gains inside the noise
+    assert run({("kind", 10): 0.2}) == ("kind", 10)  # kind clearly better; K = 4 (gain 0) clearly worse
+    assert run({("kind", 10): 0.2, ("kind", 4): 0.2}) == ("kind", 4)  # K = 4 as good as 10: the smaller
+    assert run({("choice", 10): 0.2}) == ("choice", 10)
