@@ -177,14 +177,16 @@ def score(metrics: dict, data: CrowdData, split: Split, sim, test_pairs: Pairs, 
 
 
 def image_classes(sim, data: CrowdData) -> np.ndarray | None:
-    """Each image's class (data.images order): its species where the simulation has them
-    (birds), else its combination of listed attribute levels; None without a simulation."""
+    """Each image's class (data.images order): its species or leaf category where the simulation
+    has them (birds, categories), else its combination of listed attribute levels; None without a
+    simulation."""
     if sim is None:
         return None
     levels = sim.image_attributes.set_axis(sim.image_attributes.index.astype(str))
     levels = levels.reindex(np.asarray(data.images, dtype=str))
-    if "species" in levels:
-        return levels["species"].astype(str).to_numpy()
+    for kind in ("species", "category"):  # birds; the category-sorting simulation (its leaf categories)
+        if kind in levels:
+            return levels[kind].astype(str).to_numpy()
     return levels[sim.attributes].astype(str).agg("-".join, axis=1).to_numpy()
 
 
