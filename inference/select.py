@@ -18,13 +18,10 @@ a few dozen grids is a noisy judge, so each step keeps the simpler
 candidate (``choice`` before ``kind``, which adds the overall sort to it;
 the smaller K) unless the other one's validation NLL is lower by more than
 one standard error of the paired difference, taken over validation HITs
-(the "one-standard-error rule"). Picking the lowest NLL outright chose
-K = 10 where the paper's K = 4 predicted the test grids better (simulated
-celeba 0.669 against 0.688, birds 0.692 against 0.716, seed 0). Each candidate gets
+(the "one-standard-error rule"): picking the lowest NLL outright chose
+K = 10 where the paper's K = 4 predicted the test grids better. Each candidate gets
 half the final fit's steps: shorter fits favour the smaller K, which
-converges sooner. On simulated retina, a quarter of the steps (125) ranked
-K = 4 first by validation NLL while 250 and 300 steps ranked K = 10 first,
-and K = 10 is the better choice there on the test grids.
+converges sooner (benchmarks/README.md, "Sorting by kind").
 """
 
 from __future__ import annotations

@@ -140,11 +140,10 @@ class BayesianCEN(PyroModule):
     worker, ε_w ~ Beta(1, 4), and a new worker drew ε_w from that prior
     (mean 0.2) at predict time; on the real ImageNet crowd, where every
     held-out answer is a new worker's and the fit calls no training HIT
-    noise, that noise mass kept P(same) of pairs of seen images between 0.1
-    and 0.9 (under-confident: ECE 0.07 on those pairs, 0.04 with one learned
-    ε). A learned crowd Beta(1 + κμ, 1 + κ(1 − μ)) over per-worker shares
-    collapsed (κ → 2e5, μ → 4e-8) even on a simulated crowd with 60 % noisy
-    HITs.
+    noise, that noise mass kept P(same) of pairs of seen images away from 0
+    and 1: under-confident (benchmarks/README.md, "Sorting by kind"). A
+    learned crowd Beta(1 + κμ, 1 + κ(1 − μ)) over per-worker shares
+    collapsed to no noise even on a simulated crowd with 60 % noisy HITs.
 
     Real people mostly sort a grid by overall kind (its ImageNet category,
     with near categories merged by some), which no single dim explains: the
@@ -161,7 +160,7 @@ class BayesianCEN(PyroModule):
     attribute at a time (the simulated ones): a distance over all dims is
     blind to the embedding's axes, so it slows their alignment with single
     attributes; the automatic choice of variant (``inference.select``)
-    decides per crowd.
+    decides per crowd (measurements in benchmarks/README.md, "Sorting by kind").
 
     The model holds the training pairs as buffers; ``forward(hits)`` scores a
     minibatch of training HITs (all when ``hits`` is None).
