@@ -52,13 +52,13 @@ class Selection:
         return self.scores.to_dict("records")
 
 
-def validation_split(data: CrowdData, split: Split, frac: float = VALIDATION_FRAC, seed: int = 0) -> Split:
-    """Hold out a seeded ``frac`` of the training grids whole (at least one, leaving at least one)."""
+def validation_split(data: CrowdData, split: Split, frac: float = VALIDATION_FRAC, seed: int = 0) -> Split | None:
+    """Hold out a seeded ``frac`` of the training grids whole (at least one, leaving at least one);
+    None when there are fewer than two training grids."""
     grid = data.hits["grid"].to_numpy()
     train_grids = np.unique(grid[split.train_hits])
     if len(train_grids) < 2:
-        raise ValueError(f"choosing the variant or K automatically needs at least 2 training grids, "
-                         f"got {len(train_grids)}; give --variant and --K")
+        return None
     n_valid = min(max(int(round(frac * len(train_grids))), 1), len(train_grids) - 1)
     valid = np.random.default_rng(seed + 1).permutation(train_grids)[:n_valid]
     held = split.train_hits & np.isin(grid, valid)
@@ -79,6 +79,12 @@ def select(data: CrowdData, split: Split, variant: str = AUTO, K: int | str = AU
     variants = VARIANT_CANDIDATES if variant == AUTO else (variant,)
     Ks = K_CANDIDATES if K == AUTO else (int(K),)
     inner = validation_split(data, split, seed=seed)
+    if inner is None:  # nothing to validate on: the simplest candidate, and say so
+        fallback = Selection(variants[-1], Ks[-1], pd.DataFrame(columns=["variant", "K", "validation_nll", "seconds"]))
+        if progress:
+            print(f"one training grid leaves none to validate on: {fallback.variant}, K = {fallback.K} "
+                  "(give --variant and --K to choose)", flush=True)
+        return fallback
     candidate_steps = max(1, round(STEPS_SHARE * (steps or default_steps(False))))
     rows: list[dict] = []
     hit_nll: dict[tuple[str, int], np.ndarray] = {}  # per validation HIT: the sum of its pairs' NLL

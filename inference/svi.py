@@ -265,8 +265,9 @@ def print_summary(metrics: dict, out: Path) -> None:
     held = metrics["heldout"]
     rows = []
     if "selection" in metrics:
-        rows.append(("model", f"{metrics['variant']}, K = {metrics['K']}, chosen by validation NLL from " + ", ".join(
-            f"{c['variant']} K {c['K']} {c['validation_nll']:.4f}" for c in metrics["selection"])))
+        candidates = ", ".join(f"{c['variant']} K {c['K']} {c['validation_nll']:.4f}" for c in metrics["selection"])
+        rows.append(("model", f"{metrics['variant']}, K = {metrics['K']}, " + (
+            f"chosen by validation NLL from {candidates}" if candidates else "no grid left to validate on")))
     rows += [("held-out accuracy", f"{held['accuracy']:.3f}  (majority {held['majority_accuracy']:.3f})"),
              ("held-out NLL", f"{held['nll']:.3f}"), ("held-out ECE", f"{held['ece']:.3f}"),
              ("held-out Brier", f"{held['brier']:.3f}")]

@@ -186,3 +186,14 @@ def test_selection_keeps_the_simpler_candidate_unless_beaten_beyond_one_standard
     assert run({("kind", 10): 0.2}) == ("kind", 10)  # kind clearly better; K = 4 (gain 0) clearly worse
     assert run({("kind", 10): 0.2, ("kind", 4): 0.2}) == ("kind", 4)  # K = 4 as good as 10: the smaller
     assert run({("choice", 10): 0.2}) == ("choice", 10)
+
+
+def test_selection_with_one_training_grid_takes_the_simplest_candidate(tiny):
+    from cen_bayes.splits import Split
+    from inference import select as selection
+    _, data, _ = tiny
+    grid = data.hits["grid"].to_numpy()
+    one = Split(train_hits=grid == grid[0], test_hits=grid != grid[0])
+    assert selection.validation_split(data, one) is None
+    chosen = selection.select(data, one, steps=5, progress=False)
+    assert (chosen.variant, chosen.K, len(chosen.scores)) == ("choice", 4, 0)

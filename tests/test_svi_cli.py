@@ -23,7 +23,7 @@ def test_cli_writes_the_output_contract(tmp_path, variant):
     assert pairs.p_same.between(0, 1).all() and len(pairs) == metrics["heldout"]["n_pairs"]
     diagnostics = metrics["diagnostics"]
     assert len(diagnostics["elbo_per_pair"]) == len(diagnostics["elbo_step"]) == 60
-    assert np.isfinite(diagnostics["psis_khat"]) and diagnostics["psis_draws"] == 200
+    assert not np.isnan(diagnostics["psis_khat"]) and diagnostics["psis_draws"] == 200  # inf: a tail too heavy to fit
     assert (diagnostics["warning"] is None) == (diagnostics["psis_khat"] <= 0.7)
     hits = pd.read_csv(out / "hits.csv")
     p = hits.filter(regex=r"^p_(attr_\d+|overall|noise)$").to_numpy()
