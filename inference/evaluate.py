@@ -101,8 +101,8 @@ def fit_and_evaluate(data: CrowdData, split: Split, sim=None, *, variant: str = 
                            lr=lr, batch_hits=batch_hits, gamma=gamma)
         variant, K = selection.variant, selection.K
     pyro.set_rng_seed(seed)  # the context network's initial weights come from torch's global generator
-    model = BayesianCEN(data, split.train_hits, K=K, variant=variant, paper_loss=map_mode and variant not in CHOICE_VARIANTS,
-                        gamma=gamma)
+    model = BayesianCEN(data, split.train_hits, K=K, variant=variant,
+                        paper_loss=map_mode and variant not in CHOICE_VARIANTS, gamma=gamma)
     fit = fit_svi(model, map_mode=map_mode, steps=steps, lr=lr, batch_hits=batch_hits, seed=seed, device=device,
                   progress=progress, checkpoint=checkpoint, resume=resume, checkpoint_every=checkpoint_every)
     if fit.interrupted:

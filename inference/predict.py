@@ -39,7 +39,7 @@ class Draw:
     beta: torch.Tensor | None
     eps: torch.Tensor | None
     tau: torch.Tensor | None = None
-    rho: torch.Tensor | None = None  # the choice variant's share of overall (category) sorts
+    rho: torch.Tensor | None = None  # the kind variant's share of sorts by overall kind
     alpha: torch.Tensor | None = None  # the crowd level (models.cen): how alike workers' biases are
 
 

@@ -102,7 +102,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--map", action="store_true", help="MAP point estimate (mixture/worker/context: the paper's loss)")
     parser.add_argument("--steps", type=_positive_int, default=None,
                         help="optimiser steps (default: 500 SVI, 200 MAP)")
-    parser.add_argument("--lr", type=float, default=None, help="Adam step size (default: 0.3 choice and MAP, 0.1 other SVI)")
+    parser.add_argument("--lr", type=float, default=None, help="Adam step size (default: 0.3 kind, choice and MAP; 0.1 other SVI)")
     parser.add_argument("--batch-hits", type=_positive_int, default=None, help="HITs per minibatch (default: all)")
     parser.add_argument("--draws", type=_positive_int, default=100, help="posterior draws for predictions")
     parser.add_argument("--psis-draws", type=_psis_draws, default=200,
