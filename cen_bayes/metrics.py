@@ -101,6 +101,13 @@ def expected_calibration_error(labels, p_same, n_bins: int = 15) -> float:
     return float((table["count"] / y.size * (table["frac_same"] - table["mean_p"]).abs()).sum())
 
 
+def pair_nll(labels, p_same) -> np.ndarray:
+    """Each pair's binary cross-entropy in nats, float64, p clipped to ``[1e-12, 1 - 1e-12]``."""
+    y, p = _check_pairs(labels, p_same)
+    pc = np.clip(p, _EPS, 1.0 - _EPS)
+    return -(y * np.log(pc) + (1.0 - y) * np.log1p(-pc))
+
+
 def pair_scores(labels, p_same, n_bins: int = 15) -> dict[str, float]:
     """Accuracy, NLL, Brier and ECE of ``P(same)`` on labelled pairs.
 
@@ -115,11 +122,10 @@ def pair_scores(labels, p_same, n_bins: int = 15) -> dict[str, float]:
       test labels, so it is a reference point, not a fair baseline.
     """
     y, p = _check_pairs(labels, p_same)
-    pc = np.clip(p, _EPS, 1.0 - _EPS)
     base_rate = float(y.mean())
     return {
         "accuracy": float(((p > 0.5) == (y == 1.0)).mean()),
-        "nll": float(-(y * np.log(pc) + (1.0 - y) * np.log1p(-pc)).mean()),
+        "nll": float(pair_nll(y, p).mean()),
         "brier": float(((p - y) ** 2).mean()),
         "ece": expected_calibration_error(y, p, n_bins),
         "n_pairs": int(y.size),

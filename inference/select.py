@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from cen_bayes.crowd import CrowdData
+from cen_bayes.metrics import pair_nll
 from cen_bayes.splits import Split
 
 AUTO = "auto"
@@ -94,9 +95,8 @@ def select(data: CrowdData, split: Split, variant: str = AUTO, K: int | str = AU
         result = fit_and_evaluate(data, inner, None, variant=v, K=k, steps=candidate_steps, draws=20, psis_draws=0,
                                   seed=seed, device=device, progress=False, **fit_options)
         held = result.metrics["heldout"]
-        y, p = result.test_pairs.label.numpy(), np.clip(result.p_same, 1e-12, 1 - 1e-12)
         _, hit = np.unique(result.test_pairs.hit.numpy(), return_inverse=True)
-        hit_nll[v, k] = np.bincount(hit, weights=-(y * np.log(p) + (1 - y) * np.log1p(-p)))
+        hit_nll[v, k] = np.bincount(hit, weights=pair_nll(result.test_pairs.label.numpy(), result.p_same))
         rows.append({"variant": v, "K": k, "validation_nll": held["nll"], "validation_accuracy": held["accuracy"],
                      "steps": candidate_steps, "seconds": time.perf_counter() - started})
         if progress:
