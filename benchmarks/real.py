@@ -44,11 +44,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from benchmarks.runner import Job, add_run_arguments, code_line, fit_job, machine, mean_sd, run_jobs
+from benchmarks.runner import Job, add_run_arguments, chosen_model, code_line, fit_job, machine, mean_sd, run_jobs
 from cen_bayes.atomic import write_text
 from cen_bayes.crowd import CrowdData
 from cen_bayes.metrics import cluster_embedding, clustering_scores, pair_scores
 from cen_bayes.splits import seen_images, split_by_grid
+from inference.evaluate import seen_unseen_scores
 
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "shared" / "real" / "orchestra-imagenet"
 METHODS = ("cen-auto", "cen-kind", "cen-choice", "cen-mixture", "cen-context", "cen-worker", "map-mixture",
@@ -97,10 +98,12 @@ def held_out(data: CrowdData, seed: int):
     return split, train, test, seen, seen[test.i.numpy()] & seen[test.j.numpy()]
 
 
-def seen_unseen_scores(y: np.ndarray, p: np.ndarray, both_seen: np.ndarray) -> dict:
-    """Accuracy, NLL and ECE of the held-out pairs whose two images a training grid showed, and of the rest."""
-    return {f"{score}_{part}_pairs": pair_scores(y[mask], p[mask])[score] if mask.any() else np.nan
-            for part, mask in (("seen", both_seen), ("unseen", ~both_seen)) for score in ("accuracy", "nll", "ece")}
+def seen_unseen_columns(metrics: dict) -> dict:
+    """Accuracy, NLL and ECE of the held-out pairs whose two images a training grid showed, and of the
+    rest, as flat columns, from ``inference.evaluate.seen_unseen_scores`` (NaN for an empty part)."""
+    return {f"{score}_{part}_pairs": metrics[f"heldout_{key}"].get(score, np.nan)
+            for part, key in (("seen", "both_images_seen"), ("unseen", "an_image_unseen"))
+            for score in ("accuracy", "nll", "ece")}
 
 
 def references(data: CrowdData, category: np.ndarray, seed: int) -> list[dict]:
@@ -117,7 +120,7 @@ def references(data: CrowdData, category: np.ndarray, seed: int) -> list[dict]:
         scores = pair_scores(y, p)
         rows.append({"dataset": "orchestra-imagenet", "seed": seed, "method": name, "fraction": 1.0,
                      **{k: scores[k] for k in ("accuracy", "nll", "ece", "brier", "majority_accuracy")},
-                     **seen_unseen_scores(y, p, both_seen),
+                     **seen_unseen_columns(seen_unseen_scores(y, p, both_seen)),
                      "share_seen_pairs": float(both_seen.mean()), "n_test_pairs": len(test)})
     return rows
 
@@ -147,7 +150,6 @@ def real_job(job: RealJob) -> dict:
     data, category = load_real(job.data_dir)
     split, train, test, seen, both_seen = held_out(data, job.seed)
     result, _ = fit_job(job, data, split)
-    y, p = test.label.numpy(), result.p_same
     n_categories = len(np.unique(category))
     clustering = {how: clustering_scores(category[seen], cluster_embedding(result.embedding[seen], n_categories,
                                                                              how, job.seed))
@@ -156,10 +158,9 @@ def real_job(job: RealJob) -> dict:
     return {"dataset": job.dataset, "seed": job.seed, "method": job.method, "fraction": 1.0, "K": job.k,
             "gamma": job.gamma_value,
             **{k: result.metrics["heldout"][k] for k in ("accuracy", "nll", "ece", "brier", "majority_accuracy")},
-            **seen_unseen_scores(y, p, both_seen),
+            **seen_unseen_columns(result.metrics),
             "share_seen_pairs": float(both_seen.mean()), "n_test_pairs": len(test), "n_train_pairs": len(train),
-            "chosen": (f"{result.metrics['variant']} K {result.metrics['K']}" if "selection" in result.metrics
-                       else ""),
+            "chosen": chosen_model(result.metrics),
             **{f"{how}_{score}": clustering[how][score] for how in clustering for score in ("mcc", "nmi", "f1")},
             "n_clustered_images": int(seen.sum()),
             "merges_json": json.dumps(merges) if merges is not None else "",

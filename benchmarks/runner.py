@@ -146,7 +146,7 @@ def run_job(job: Job) -> dict:
               for how in ("kmeans", "dpgmm") for score in ("mcc", "nmi", "f1")},
            "train_paper_loss": m.get("train_paper_loss", np.nan),
            "fit_seconds": m["fit_seconds"], "selection_seconds": m.get("selection_seconds", np.nan),
-           "chosen": f"{m['variant']} K {m['K']}" if "selection" in m else "", "peak_rss_mb": _peak_rss_mb(),
+           "chosen": chosen_model(m), "peak_rss_mb": _peak_rss_mb(),
            "fit_rss_growth_mb": _peak_rss_mb() - rss_before,
            "cuda_peak_mb": torch.cuda.max_memory_allocated() / 2**20 if job.device.startswith("cuda") else np.nan,
            "threads": job.threads, "device": job.device}
@@ -168,6 +168,11 @@ def _score_limit(job: Job, data, split, sim):
     metrics = {"method": "limit", "K": job.k, "seed": job.seed, "fit_seconds": time.perf_counter() - start}
     latent = sim.latent[sim.attributes].set_axis(sim.latent.index.astype(str)).reindex(data.images.astype(str))
     return score(metrics, data, split, sim, test_pairs, p_same, latent.to_numpy(), None, None, job.seed)
+
+
+def chosen_model(metrics: dict) -> str:
+    """'kind K 10' when the fit chose its variant and K (``inference.select``), else ''."""
+    return f"{metrics['variant']} K {metrics['K']}" if "selection" in metrics else ""
 
 
 def _train_p_same(result, method, data, train_pairs) -> np.ndarray:

@@ -152,12 +152,8 @@ def score(metrics: dict, data: CrowdData, split: Split, sim, test_pairs: Pairs, 
     K = embedding.shape[1]
     y = test_pairs.label.numpy()
     seen = seen_images(data, split.train_hits)
-    both_seen = seen[test_pairs.i.numpy()] & seen[test_pairs.j.numpy()]
     metrics.update({"heldout": pair_scores(y, p_same),
-                    # an image no training grid showed has only the collection's base rates to go on
-                    **{f"heldout_{part}": {"n_pairs": int(mask.sum()), **(pair_scores(y[mask], p_same[mask])
-                                                                          if mask.any() else {})}
-                       for part, mask in (("both_images_seen", both_seen), ("an_image_unseen", ~both_seen))},
+                    **seen_unseen_scores(y, p_same, seen[test_pairs.i.numpy()] & seen[test_pairs.j.numpy()]),
                     "n_train_hits": int(split.train_hits.sum()), "n_test_hits": int(split.test_hits.sum())})
     uncertainty = None
     if p_attr is not None:
@@ -174,6 +170,15 @@ def score(metrics: dict, data: CrowdData, split: Split, sim, test_pairs: Pairs, 
     if clustering is not None:
         metrics["clustering"] = clustering
     return Scored(metrics, test_pairs, p_same, embedding, embedding_sd, p_attr, uncertainty)
+
+
+def seen_unseen_scores(labels: np.ndarray, p_same: np.ndarray, both_seen: np.ndarray) -> dict:
+    """``heldout_both_images_seen`` and ``heldout_an_image_unseen``: the pair scores of the held-out
+    pairs whose two images a training grid showed, and of the rest (an image no training grid showed
+    has only the collection's base rates to go on); a part with no pair gets its ``n_pairs`` only."""
+    return {f"heldout_{part}": {"n_pairs": int(mask.sum()), **(pair_scores(labels[mask], p_same[mask])
+                                                              if mask.any() else {})}
+            for part, mask in (("both_images_seen", both_seen), ("an_image_unseen", ~both_seen))}
 
 
 def image_classes(sim, data: CrowdData) -> np.ndarray | None:

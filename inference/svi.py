@@ -165,7 +165,8 @@ def run(args) -> dict:
     torch.manual_seed(args.seed)
     data, sim, name, dropped = load(args)
     method = None if args.method == "cen" else make_method(  # first: an oracle without truth stops here
-        args.method, data, sim, K=10 if args.K == AUTO else args.K, seed=args.seed, device=args.device, progress=not args.no_progress)
+        args.method, data, sim, K=10 if args.K == AUTO else args.K, seed=args.seed, device=args.device,
+        progress=not args.no_progress)
     split = split_by_grid(data, args.holdout_frac, seed=args.seed)
     if not split.test_hits.any():  # nothing to score; say so instead of failing in the metrics
         raise SystemExit(f"error: {args.data or name}: no held-out grid to score ({data.n_grids} grid(s), "
@@ -271,12 +272,11 @@ def print_summary(metrics: dict, out: Path) -> None:
     rows += [("held-out accuracy", f"{held['accuracy']:.3f}  (majority {held['majority_accuracy']:.3f})"),
              ("held-out NLL", f"{held['nll']:.3f}"), ("held-out ECE", f"{held['ece']:.3f}"),
              ("held-out Brier", f"{held['brier']:.3f}")]
-    split_rows = [(f"  {what}", f"{s['n_pairs']:,} pairs: accuracy {s['accuracy']:.3f}, NLL {s['nll']:.3f}, "
-                                 f"ECE {s['ece']:.3f}")
-                  for part, what in (("both_images_seen", "both images seen"), ("an_image_unseen", "an image unseen"))
-                  for s in [metrics.get(f"heldout_{part}", {})] if s.get("n_pairs")]
-    if len(split_rows) == 2:  # only worth a line when some held-out image was never shown in training
-        rows += split_rows
+    parts = [(what, metrics.get(f"heldout_{part}", {}))
+             for part, what in (("both_images_seen", "both images seen"), ("an_image_unseen", "an image unseen"))]
+    if all(scores.get("n_pairs") for _, scores in parts):  # only when some held-out image was never trained on
+        rows += [(f"  {what}", f"{scores['n_pairs']:,} pairs: accuracy {scores['accuracy']:.3f}, "
+                               f"NLL {scores['nll']:.3f}, ECE {scores['ece']:.3f}") for what, scores in parts]
     if "attribute_retrieval" in metrics:
         ret = metrics["attribute_retrieval"]
         per = ", ".join(f"{k} {v:.2f}" for k, v in ret["per_attribute_accuracy"].items())

@@ -43,16 +43,18 @@ class HitImages(nn.Module):
         self.register_buffer("pair_in_hit", pos_i * S + pos_j)  # place within its HIT's S × S block
         self.register_buffer("hit_ptr", torch.cat([n_pairs.new_zeros(1), n_pairs.cumsum(0)]))
 
-    def distances(self, x: torch.Tensor, a_hit: torch.Tensor, hits: torch.Tensor | None = None) -> torch.Tensor:
+    def distances(self, x: torch.Tensor, a_hit: torch.Tensor, hits: torch.Tensor | None = None,
+                  pairs: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """d = ||a_h ⊙ (x_i − x_j)|| for every pair, given (n_images, K) x and (n_hits, K) a_hit;
-        with ``hits``, for the pairs of those HITs only (in order), ``a_hit`` then (len(hits), K)."""
+        with ``hits``, for the pairs of those HITs only (in order), ``a_hit`` then (len(hits), K);
+        ``pairs``: ``pairs_of(hits)`` when the caller already has it."""
         padded = torch.cat([x, x.new_zeros(1, x.shape[-1])])
         images = self.images if hits is None else self.images[hits]
         scaled = a_hit.unsqueeze(-2) * padded[images]  # (H, S, K)
         flat = torch.cdist(scaled, scaled).flatten()
         if hits is None:
             return flat[self.pair_place]
-        entries, local = self.pairs_of(hits)
+        entries, local = pairs if pairs is not None else self.pairs_of(hits)
         return flat[local * self.images.shape[1] ** 2 + self.pair_in_hit[entries]]
 
     def pairs_of(self, hits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -72,11 +72,12 @@ class HitPairs(nn.Module):
         ``weight``: (len(hits), K) non-negative weights of the picked HITs; ``logit_of_distance``
         maps d to the logit of "same". The distances come from one cdist per HIT (``HitImages``).
         """
-        d = self.hit_images.distances(x, weight.sqrt(), hits)
         if hits is None:
+            d = self.hit_images.distances(x, weight.sqrt())
             local, label, n = self.pair_hit, self.pair_label, len(self.n_pairs)
         else:
-            entries, local = self.hit_images.pairs_of(hits)
+            entries, local = pairs = self.hit_images.pairs_of(hits)
+            d = self.hit_images.distances(x, weight.sqrt(), hits, pairs)
             label, n = self.pair_label[entries], len(hits)
         signed = (2.0 * label - 1.0).to(d.dtype) * logit_of_distance(d)
         return d.new_zeros(n).index_add_(0, local, F.logsigmoid(signed))
