@@ -1,8 +1,18 @@
 """The posterior as an ArviZ InferenceData, named by the user's own ids.
 
-SVI gives independent draws, not MCMC chains; they are split into pseudo-
-chains so that ``az.summary``'s r-hat and ESS are defined (one chain gives
-NaN). The conversion goes through ``az.from_dict`` — the one constructor that
+Every group holds one chain, shape (1, n_draws, ...). SVI's draws come
+independently from the variational guide: they are not a Markov chain, so
+r-hat and ESS (which compare chains and measure autocorrelation) say nothing
+about them, and splitting the draws into pseudo-chains would only make those
+numbers look meaningful. With one chain ``az.summary`` has no r-hat (NaN,
+with a shape warning), and its ESS of independent draws only restates how
+many there are; ``az.summary(..., kind="stats")`` gives the mean, sd and HDI
+alone. ``az.loo`` (ArviZ 0.23) takes one chain's relative efficiency as 1,
+which is right for independent draws. Whether the guide is a good posterior
+is a question for ``inference.diagnostics`` (ELBO trace, PSIS k-hat), not
+for a chain diagnostic.
+
+The conversion goes through ``az.from_dict`` — the one constructor that
 both ArviZ 0.23 (Python 3.11: keyword groups, returns InferenceData) and 1.x
 (one dict of groups, returns a DataTree) have — and lives only here.
 """
@@ -16,28 +26,20 @@ import numpy as np
 
 from cen_bayes.atomic import atomic_path
 
-N_CHAINS = 2
 
-
-def _as_chains(group: dict, n_chains: int) -> dict:
-    """(draws, ...) arrays -> (chain, draw, ...); draws beyond a multiple of n_chains are dropped."""
-    out = {}
-    for name, value in group.items():
-        value = np.asarray(value)
-        per_chain = value.shape[0] // n_chains
-        out[name] = value[: per_chain * n_chains].reshape(n_chains, per_chain, *value.shape[1:])
-    return out
+def _one_chain(group: dict) -> dict:
+    """(draws, ...) arrays -> (1, draws, ...): one chain of independent draws."""
+    return {name: np.asarray(value)[np.newaxis] for name, value in group.items()}
 
 
 def to_inference_data(posterior: dict, *, coords: dict, dims: dict, observed_data: dict | None = None,
-                      posterior_predictive: dict | None = None, log_likelihood: dict | None = None,
-                      n_chains: int = N_CHAINS):
-    """Build InferenceData from draw-first arrays (observed_data: plain arrays)."""
-    groups = {"posterior": _as_chains(posterior, n_chains)}
+                      posterior_predictive: dict | None = None, log_likelihood: dict | None = None):
+    """Build InferenceData from draw-first arrays (observed_data: plain arrays), all draws in one chain."""
+    groups = {"posterior": _one_chain(posterior)}
     if posterior_predictive:
-        groups["posterior_predictive"] = _as_chains(posterior_predictive, n_chains)
+        groups["posterior_predictive"] = _one_chain(posterior_predictive)
     if log_likelihood:
-        groups["log_likelihood"] = _as_chains(log_likelihood, n_chains)
+        groups["log_likelihood"] = _one_chain(log_likelihood)
     if observed_data:
         groups["observed_data"] = {k: np.asarray(v) for k, v in observed_data.items()}
     if int(az.__version__.split(".")[0]) >= 1:

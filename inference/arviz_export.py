@@ -15,7 +15,9 @@ Groups and dims, all named by the user's own ids:
 * posterior_predictive / observed_data: ``label`` (heldout_pair) — predicted
   and observed same/different for every pair of the held-out HITs.
 
-MAP fits have one draw: only the posterior group, in one chain.
+Every group is one chain of all the draws: independent draws from the
+variational guide, not MCMC, so r-hat and ESS do not apply
+(``cen_bayes.posterior``). MAP fits have one draw: only the posterior group.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from cen_bayes.crowd import CrowdData, Pairs
-from cen_bayes.posterior import N_CHAINS, to_inference_data
+from cen_bayes.posterior import to_inference_data
 from inference import predict
 from models.cen import BayesianCEN, choices_beyond_dims
 
@@ -49,11 +51,10 @@ def inference_data(model: BayesianCEN, draws: list, data: CrowdData, train_hits:
         stacked["worker_share"] = stacked["a_w"] / stacked["a_w"].sum(-1, keepdims=True)
     stacked["attribute_used"] = p_attr_draws
     if len(draws) == 1:  # MAP: a point, no uncertainty to summarise
-        return to_inference_data(stacked, coords=coords, dims=dims, n_chains=1)
+        return to_inference_data(stacked, coords=coords, dims=dims)
     rng = np.random.default_rng(seed)
     return to_inference_data(
         stacked, coords=coords, dims=dims,
         log_likelihood={"labels": predict.train_hit_log_likelihood(model, draws)},
         posterior_predictive={"label": (rng.random(p_same_draws.shape) < p_same_draws).astype(np.int8)},
-        observed_data={"label": test_pairs.label.numpy().astype(np.int8)},
-        n_chains=N_CHAINS)
+        observed_data={"label": test_pairs.label.numpy().astype(np.int8)})
