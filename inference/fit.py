@@ -228,14 +228,14 @@ def fit_svi(model: BayesianCEN, *, map_mode: bool = False, steps: int | None = N
                dynamic_ncols=True)
     with bar, deterministic(), StopSignal() if checkpoint else nullcontext() as stop:
         while step < steps:
-            model.noise_enabled = step >= noise_warmup * steps
+            noise = step >= noise_warmup * steps
             if batch < n_hits:
                 if cursor + batch > n_hits:
                     order, cursor = torch.randperm(n_hits, generator=generator).to(device), 0
                 hits, cursor = order[cursor: cursor + batch], cursor + batch
-                loss = svi.step(hits)
+                loss = svi.step(hits, noise)
             else:
-                loss = svi.step(None)
+                loss = svi.step(None, noise)
             if not math.isfinite(loss):
                 raise FitDiverged(diverged_message(f"the ELBO became {loss} at step {step + 1}", lr, checkpoint))
             result.losses.append(loss / model.n_train_pairs)
@@ -251,7 +251,6 @@ def fit_svi(model: BayesianCEN, *, map_mode: bool = False, steps: int | None = N
                 bar.write(f"stopped by {signal.Signals(stop.received).name} at step {step} of {steps}; "
                           f"the checkpoint {checkpoint} resumes it")
                 break
-    model.noise_enabled = True
     result.seconds = time.perf_counter() - started
     return result
 

@@ -218,10 +218,6 @@ class BayesianCEN(PyroModule):
             self.context_net = context_encoder(data.n_images, K)
         else:
             self.context_net = ContextNet(K)
-        # Early in a fit the embedding explains nothing and the flexible noise
-        # component would claim every HIT, leaving the embedding no gradient;
-        # ``fit_svi`` keeps it off for a warm-up (see ``noise_enabled``).
-        self.noise_enabled = True
         self.noise_u = pyro.nn.PyroParam(torch.tensor(1.0), constraint=dist.constraints.positive)
         self.noise_v = pyro.nn.PyroParam(torch.tensor(1.0), constraint=dist.constraints.positive)
 
@@ -307,7 +303,11 @@ class BayesianCEN(PyroModule):
         return pyro.sample("eps", dist.Beta(self.one, 4.0 * self.one))
 
     # ----- the story ----------------------------------------------------------------------
-    def forward(self, hits: torch.Tensor | None = None):
+    def forward(self, hits: torch.Tensor | None = None, noise: bool = True):
+        """Score the training HITs ``hits`` (all when None). ``noise=False`` leaves the noise option
+        out of the choice: early in a fit the embedding explains nothing and the flexible noise
+        component would claim every HIT, leaving the embedding no gradient, so ``fit_svi`` starts
+        with it off (a warm-up)."""
         tau = None if self.paper_loss else self.activation_scale()
         x = self.embeddings()
         learns_alpha = self.variant in ("mixture", "worker") and not self.paper_loss
@@ -319,7 +319,7 @@ class BayesianCEN(PyroModule):
             rho, eps = self.overall_share(), self.noise_share()
             with pyro.plate("hits", self.n_train_hits, subsample=hits) as h:
                 log_joint = self.hit_log_joint(x, a_w, a_g, beta, rho, eps, self.hit_pairs, hits,
-                                               self.hit_worker[h], self.hit_grid[h])
+                                               self.hit_worker[h], self.hit_grid[h], noise)
                 pyro.factor("labels", torch.logsumexp(log_joint, -1))
             return
         if hits is None:  # all training pairs
@@ -366,7 +366,8 @@ class BayesianCEN(PyroModule):
         return (torch.lgamma(n_same + u) + torch.lgamma(n_diff + v) - torch.lgamma(n_same + n_diff + u + v)
                 - torch.lgamma(u) - torch.lgamma(v) + torch.lgamma(u + v))
 
-    def hit_log_joint(self, x, a_w, a_g, beta, rho, eps, index: HitPairs, hits, hit_worker, hit_grid):
+    def hit_log_joint(self, x, a_w, a_g, beta, rho, eps, index: HitPairs, hits, hit_worker, hit_grid,
+                      noise: bool = True):
         """log P(z) + log P(labels of h | z) per HIT, columns as ``choice_log_prior``; logsumexp sums z out.
 
         ``index`` holds the HITs' pairs; ``hits`` picks some of its HITs (None:
@@ -383,8 +384,8 @@ class BayesianCEN(PyroModule):
             per_hit.append(index.weighted_log_lik_per_hit(
                 x, weight, lambda d: same_logit(d, self.gamma, self.xi_p, self.xi_n, beta), hits).unsqueeze(-1))
         n_same, n_all = index.counts(hits)
-        noise = self.noise_log_lik(n_same, n_all - n_same)
-        if not self.noise_enabled:
-            noise = torch.full_like(noise, -torch.inf)
+        noise_ll = self.noise_log_lik(n_same, n_all - n_same)
+        if not noise:
+            noise_ll = torch.full_like(noise_ll, -torch.inf)
         prior = self.choice_log_prior(a_w, a_g, rho, eps, hit_worker, hit_grid)
-        return prior + torch.cat([*per_hit, noise.unsqueeze(-1)], -1)
+        return prior + torch.cat([*per_hit, noise_ll.unsqueeze(-1)], -1)
