@@ -107,9 +107,13 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import NormalDist
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    from cen_bayes.crowd import CrowdData
 
 NOISE_KINDS = ("off_list", "one_group", "random")
 _LETTERS = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZ"))
@@ -804,3 +808,14 @@ def _compact(lab: np.ndarray, max_groups: int):
     present[np.arange(H)[:, None], lab] = True
     rank = np.cumsum(present, axis=1) - 1
     return rank[np.arange(H)[:, None], lab], present.sum(axis=1)
+
+
+def true_hits(sim, data: CrowdData) -> pd.DataFrame | None:
+    """Per HIT, in data.hits order: the listed attribute it used (None for noisy HITs)
+    and its noise kind ('none' when clean); None without a simulation."""
+    if sim is None:
+        return None
+    truth = sim.hits.assign(worker_id=sim.hits.worker_id.astype(str), grid_id=sim.hits.grid_id.astype(str))
+    merged = data.hits[["worker_id", "grid_id"]].astype(str).merge(truth, on=["worker_id", "grid_id"], how="left")
+    used = merged["attribute"].where((merged["noise"] == "none") & merged["attribute"].isin(sim.attributes))
+    return pd.DataFrame({"attribute": used.to_numpy(dtype=object), "noise": merged["noise"].to_numpy()})

@@ -1,7 +1,8 @@
 """Fit a method on a split and score it: the part shared by the CLI and the benchmarks.
 
-``fit_and_evaluate`` runs the Bayesian CEN, ``evaluate_method`` any
-``PairMethod`` (baselines, the paper's point-estimate CEN); both end in
+``fit_and_evaluate`` runs the Bayesian CEN (``cen_bayes.api.CEN``) with its
+posterior extras (draws, diagnostics), ``evaluate_method`` any ``PairMethod``
+(baselines, the paper's point-estimate CEN, a ``CEN`` too); both end in
 ``score``, so every method is measured the same way. Held-out pairs are
 every pair of the held-out HITs (whole grids, §4.5). When the simulator's
 truth exists: attribute retrieval compares each HIT's most probable
@@ -17,19 +18,18 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import pyro
-import torch
 
 from cen_bayes.crowd import CrowdData, Pairs
+from cen_bayes.datasets import true_hits
 from cen_bayes.metrics import (attribute_retrieval, cluster_embedding, clustering_scores, noisy_hit_recovery,
                                pair_scores)
 from cen_bayes.splits import Split, seen_images
+from cen_bayes.api import AUTO, CEN
 from inference import predict
 from inference.diagnostics import variational_diagnostics
 from inference.hit_uncertainty import hit_uncertainty
-from inference.fit import FitResult, fit_svi
-from inference.select import AUTO, select
-from models.cen import CHOICE_VARIANTS, BayesianCEN
+from inference.fit import FitResult
+from models.cen import BayesianCEN
 from models.energy import GAMMA
 from models.pair_method import PairMethod
 
@@ -55,18 +55,8 @@ class Evaluation(Scored):
     model: BayesianCEN | None = None
     draws: list | None = None
     p_same_draws: np.ndarray | None = None  # (draws, test pairs)
-    p_attr_draws: np.ndarray | None = None  # (draws, HITs, K [+ 1])
-
-
-def true_hits(sim, data: CrowdData) -> pd.DataFrame | None:
-    """Per HIT, in data.hits order: the listed attribute it used (None for noisy HITs)
-    and its noise kind ('none' when clean); None without a simulation."""
-    if sim is None:
-        return None
-    truth = sim.hits.assign(worker_id=sim.hits.worker_id.astype(str), grid_id=sim.hits.grid_id.astype(str))
-    merged = data.hits[["worker_id", "grid_id"]].astype(str).merge(truth, on=["worker_id", "grid_id"], how="left")
-    used = merged["attribute"].where((merged["noise"] == "none") & merged["attribute"].isin(sim.attributes))
-    return pd.DataFrame({"attribute": used.to_numpy(dtype=object), "noise": merged["noise"].to_numpy()})
+    p_attr_draws: np.ndarray | None = None  # (draws, HITs, K [+ 2])
+    cen: CEN | None = None  # the fitted estimator all of the above came from
 
 
 def retrieval_metrics(sim, data: CrowdData, predicted_dim: np.ndarray) -> dict | None:
@@ -87,47 +77,35 @@ def fit_and_evaluate(data: CrowdData, split: Split, sim=None, *, variant: str = 
                      batch_hits: int | None = None, draws: int = 100, seed: int = 0, device: str = "cpu",
                      progress: bool = True, checkpoint=None, resume: bool = False, checkpoint_every: int = 100,
                      psis_draws: int = 200, gamma: float = GAMMA) -> Evaluation | None:
-    """Fit on ``split.train_hits``, predict its test HITs; None when the fit was interrupted.
+    """Fit a ``CEN`` on ``split.train_hits``, predict its test HITs; None when the fit was interrupted.
 
     ``variant`` / ``K`` ``"auto"`` (the defaults): chosen first by ``inference.select`` on a
     validation share of the training grids, then refitted on all of them; the candidates'
     scores go to ``metrics["selection"]``.
     """
-    selection = None
-    if AUTO in (variant, K):
-        if map_mode:
-            raise ValueError("--map fits one given variant and K; give --variant and --K (e.g. --variant mixture)")
-        selection = select(data, split, variant, K, steps=steps, seed=seed, device=device, progress=progress,
-                           lr=lr, batch_hits=batch_hits, gamma=gamma)
-        variant, K = selection.variant, selection.K
-    pyro.set_rng_seed(seed)  # the context network's initial weights come from torch's global generator
-    model = BayesianCEN(data, split.train_hits, K=K, variant=variant,
-                        paper_loss=map_mode and variant not in CHOICE_VARIANTS, gamma=gamma)
-    fit = fit_svi(model, map_mode=map_mode, steps=steps, lr=lr, batch_hits=batch_hits, seed=seed, device=device,
-                  progress=progress, checkpoint=checkpoint, resume=resume, checkpoint_every=checkpoint_every)
-    if fit.interrupted:
+    cen = CEN(K, variant, map_mode=map_mode, steps=steps, lr=lr, batch_hits=batch_hits, draws=draws, seed=seed,
+              device=device, progress=progress, gamma=gamma, checkpoint=checkpoint, resume=resume,
+              checkpoint_every=checkpoint_every).fit(data, split)
+    if cen.interrupted_:
         return None
-    seen = torch.zeros(data.n_grids, dtype=torch.bool, device=model.label.device)
-    seen[torch.as_tensor(data.hits["grid"].to_numpy()[split.train_hits], device=seen.device)] = True
-    samples = predict.posterior_draws(model, fit.guide, 1 if map_mode else draws, seen, seed=seed)
-    scale = predict.threshold_scale(model, samples[0]) if model.paper_loss else None
+    model, fit, selection = cen.model_, cen.fit_result_, cen.selection_
     test_pairs = data.pairs.subset(split.pair_masks(data)[1])
-    p_same_draws = predict.pair_probability_draws(model, samples, data, test_pairs, scale)
-    p_same = p_same_draws.mean(0)
-    metrics = {"method": "cen", "variant": variant, "map": map_mode, "K": K, "gamma": gamma, "steps": fit.steps,
-               "lr": fit.lr, "seed": seed, "device": str(model.label.device), "fit_seconds": fit.seconds,
+    p_same_draws = cen.predict_proba_draws(data, test_pairs)
+    with cen._own_params():
+        diagnostics = variational_diagnostics(model, fit.guide, fit.losses, map_mode, psis_draws, seed)
+    metrics = {"method": "cen", "variant": cen.variant_, "map": map_mode, "K": cen.K_, "gamma": gamma,
+               "steps": fit.steps, "lr": fit.lr, "seed": seed, "device": str(model.label.device),
+               "fit_seconds": fit.seconds,
                **({"selection": selection.records(), "selection_seconds": float(selection.scores.seconds.sum())}
                   if selection else {}),
-               "final_loss_per_pair": fit.losses[-1],
-               "diagnostics": variational_diagnostics(model, fit.guide, fit.losses, map_mode, psis_draws, seed)}
+               "final_loss_per_pair": fit.losses[-1], "diagnostics": diagnostics}
     if model.paper_loss:
-        metrics["train_paper_loss"] = predict.paper_loss(model, samples[0])
-    p_attr_draws = predict.attribute_probability_draws(model, samples, data)
-    mean, sd = predict.embedding_summary(samples)
-    scored = score(metrics, data, split, sim, test_pairs, p_same, mean, None if map_mode else sd,
+        metrics["train_paper_loss"] = predict.paper_loss(model, cen.draws_[0])
+    p_attr_draws = cen.attribute_probability_draws()
+    scored = score(metrics, data, split, sim, test_pairs, p_same_draws.mean(0), cen.embedding_, cen.embedding_sd_,
                    p_attr_draws.mean(0, dtype=np.float64), seed)
-    return Evaluation(**vars(scored), fit=fit, model=model, draws=samples, p_same_draws=p_same_draws,
-                      p_attr_draws=p_attr_draws)
+    return Evaluation(**vars(scored), fit=fit, model=model, draws=cen.draws_, p_same_draws=p_same_draws,
+                      p_attr_draws=p_attr_draws, cen=cen)
 
 
 def evaluate_method(method: PairMethod, data: CrowdData, split: Split, sim=None, seed: int = 0) -> Scored:

@@ -15,7 +15,7 @@ it near its narrow starting value instead of the prior's spread.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pyro
@@ -140,6 +140,47 @@ def pair_probability_draws(model: BayesianCEN, draws: list[Draw], data: CrowdDat
     hit_grid = torch.tensor(data.hits["grid"].to_numpy(), device=device)[hits]
     return torch.stack([pair_probability(model, draw, pairs, local, hit_worker, hit_grid, threshold_scale).double()
                         for draw in draws]).cpu().numpy()
+
+
+@torch.no_grad()
+def query_probability_draws(model: BayesianCEN, draws: list[Draw], data: CrowdData, trained_grids: torch.Tensor,
+                            pairs: Pairs, point: bool, threshold_scale: float | None = None,
+                            seed: int = 0) -> np.ndarray:
+    """(draws, pairs) P(same) of pairs that may name images, workers and grids beyond ``data``'s
+    (codes past its own, as ``cen_bayes.api`` makes them), float64.
+
+    In each draw a new image takes a random trained image's embedding (as
+    ``new_image_embeddings`` does for untrained ones), a new worker an a^w
+    from the population (``unseen_worker_prior``) and a new grid the
+    activation of a random training grid: averaged over the draws, the
+    posterior predictive for a pair from the same collection.
+    """
+    pyro.set_rng_seed(seed)
+    device = model.label.device
+    pairs = pairs.to(device)
+    hits, local = hit_index(pairs)
+    hit_worker = torch.zeros(len(hits), dtype=torch.long, device=device).scatter_(0, local, pairs.worker)
+    hit_grid = torch.zeros(len(hits), dtype=torch.long, device=device).scatter_(0, local, pairs.grid)
+    n_new_images = max(int(torch.maximum(pairs.i.max(), pairs.j.max())) + 1 - data.n_images, 0) if len(pairs) else 0
+    n_new_workers = max(int(pairs.worker.max()) + 1 - data.n_workers, 0) if len(pairs) else 0
+    n_new_grids = max(int(pairs.grid.max()) + 1 - data.n_grids, 0) if len(pairs) else 0
+    image_pool = torch.nonzero(trained_images(model)).squeeze(-1)
+    grid_pool = torch.nonzero(trained_grids).squeeze(-1)
+    known_workers = torch.cat([torch.ones(data.n_workers, dtype=torch.bool, device=device),
+                               torch.zeros(n_new_workers, dtype=torch.bool, device=device)])
+    out = []
+    for draw in draws:
+        x = torch.cat([draw.x, draw.x[image_pool[torch.randint(len(image_pool), (n_new_images,), device=device)]]])
+        a_w, a_g = draw.a_w, draw.a_g
+        if a_w is not None and n_new_workers:
+            latent = {"a_w": torch.cat([a_w, a_w.new_zeros(n_new_workers, a_w.shape[-1])]), "tau": draw.tau,
+                      "alpha": draw.alpha}
+            a_w = unseen_worker_prior(model, latent, known_workers, point)["a_w"]
+        if a_g is not None and n_new_grids:
+            a_g = torch.cat([a_g, a_g[grid_pool[torch.randint(len(grid_pool), (n_new_grids,), device=device)]]])
+        extended = replace(draw, x=x, a_w=a_w, a_g=a_g)
+        out.append(pair_probability(model, extended, pairs, local, hit_worker, hit_grid, threshold_scale).double())
+    return torch.stack(out).cpu().numpy() if out else np.zeros((0, len(pairs)))
 
 
 def pair_probability(model, draw: Draw, pairs: Pairs, local, hit_worker, hit_grid, threshold_scale=None):

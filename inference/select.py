@@ -32,11 +32,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from cen_bayes.api import AUTO, CEN
 from cen_bayes.crowd import CrowdData
-from cen_bayes.metrics import pair_nll
+from cen_bayes.metrics import pair_nll, pair_scores
 from cen_bayes.splits import Split
 
-AUTO = "auto"
 VARIANT_CANDIDATES = ("kind", "choice")
 K_CANDIDATES = (10, 4)
 VALIDATION_FRAC = 0.2  # of the training grids
@@ -66,6 +66,11 @@ def validation_split(data: CrowdData, split: Split, frac: float = VALIDATION_FRA
     return Split(train_hits=split.train_hits & ~held, test_hits=held)
 
 
+def candidate_p_same(data: CrowdData, inner: Split, pairs, variant: str, K: int, **options) -> np.ndarray:
+    """P(same) of the validation ``pairs`` under a candidate fitted on ``inner.train_hits``."""
+    return CEN(K, variant, **options).fit(data, inner).predict_proba(data, pairs)
+
+
 def select(data: CrowdData, split: Split, variant: str = AUTO, K: int | str = AUTO, *, steps: int | None = None,
            seed: int = 0, device: str = "cpu", progress: bool = True, **fit_options) -> Selection:
     """Fit each candidate on the training grids less a validation share; choose by validation NLL
@@ -74,7 +79,6 @@ def select(data: CrowdData, split: Split, variant: str = AUTO, K: int | str = AU
     ``variant`` / ``K``: ``"auto"`` to search, or a value to hold fixed. ``steps``: the final fit's
     steps (None: its default); each candidate gets ``STEPS_SHARE`` of them.
     """
-    from inference.evaluate import fit_and_evaluate
     from inference.fit import default_steps
 
     variants = VARIANT_CANDIDATES if variant == AUTO else (variant,)
@@ -92,11 +96,11 @@ def select(data: CrowdData, split: Split, variant: str = AUTO, K: int | str = AU
 
     def score(v: str, k: int) -> tuple[str, int]:
         started = time.perf_counter()
-        result = fit_and_evaluate(data, inner, None, variant=v, K=k, steps=candidate_steps, draws=20, psis_draws=0,
-                                  seed=seed, device=device, progress=False, **fit_options)
-        held = result.metrics["heldout"]
-        _, hit = np.unique(result.test_pairs.hit.numpy(), return_inverse=True)
-        hit_nll[v, k] = np.bincount(hit, weights=pair_nll(result.test_pairs.label.numpy(), result.p_same))
+        labels = validation_pairs.label.numpy()
+        p_same = candidate_p_same(data, inner, validation_pairs, v, k, steps=candidate_steps, draws=20, seed=seed,
+                                  device=device, progress=False, **fit_options)
+        held = pair_scores(labels, p_same)
+        hit_nll[v, k] = np.bincount(validation_hit, weights=pair_nll(labels, p_same))
         rows.append({"variant": v, "K": k, "validation_nll": held["nll"], "validation_accuracy": held["accuracy"],
                      "steps": candidate_steps, "seconds": time.perf_counter() - started})
         if progress:
@@ -104,7 +108,9 @@ def select(data: CrowdData, split: Split, variant: str = AUTO, K: int | str = AU
                   flush=True)
         return v, k
 
-    n_pairs = int(inner.pair_masks(data)[1].sum())
+    validation_pairs = data.pairs.subset(inner.pair_masks(data)[1])
+    _, validation_hit = np.unique(validation_pairs.hit.numpy(), return_inverse=True)
+    n_pairs = len(validation_pairs)
 
     def simpler_unless_beaten(simple: tuple[str, int], rich: tuple[str, int]) -> tuple[str, int]:
         """``rich`` if its validation NLL per pair is lower than ``simple``'s by more than one standard

@@ -49,11 +49,13 @@ from cen_bayes.importers import FORMATS, load_table
 from cen_bayes.posterior import write_netcdf
 from cen_bayes.splits import split_by_grid, unseen_worker_hits
 from inference.arviz_export import inference_data
-from inference.evaluate import Scored, evaluate_method, fit_and_evaluate, true_hits
+from cen_bayes.datasets import true_hits
+from inference.evaluate import Scored, evaluate_method, fit_and_evaluate
 from inference.fit import FitDiverged, deterministic
 from inference.select import AUTO, K_CANDIDATES, VARIANT_CANDIDATES
+from inference.tables import embedding_table, hit_table
 from inference.report import write_report
-from models.cen import VARIANTS, choices_beyond_dims
+from models.cen import VARIANTS
 from models.methods import METHODS, OracleError, make_method
 
 
@@ -232,13 +234,9 @@ def write_outputs(out: Path, data, sim, split, result: Scored, metrics) -> None:
     """hits.csv, heldout_pairs.csv, embeddings.csv, metrics.json; simulated data add the truth
     as ``true_*`` columns (HIT attribute and noise kind, image levels) for the figures.
     Attribute-blind methods have no p_attr columns, point estimates no sd columns."""
-    test_pairs, p_attr = result.test_pairs, result.p_attr
+    test_pairs = result.test_pairs
     K = result.embedding.shape[1]
-    hits = data.hits[["worker_id", "grid_id"]].assign(split=split.labels())
-    if p_attr is not None:
-        columns = [f"p_attr_{k}" for k in range(K)] + [f"p_{c}" for c in choices_beyond_dims(p_attr.shape[1], K)]
-        hits = pd.concat([hits, pd.DataFrame(p_attr, columns=columns), pd.DataFrame(result.hit_uncertainty or {})],
-                         axis=1)
+    hits = hit_table(data, split, result.p_attr, result.hit_uncertainty, K)
     truth = true_hits(sim, data)
     if truth is not None:
         hits = hits.assign(true_attribute=truth["attribute"], true_noise=truth["noise"])
@@ -248,16 +246,12 @@ def write_outputs(out: Path, data, sim, split, result: Scored, metrics) -> None:
         "image_i": data.images[test_pairs.i.numpy()], "image_j": data.images[test_pairs.j.numpy()],
         "label": test_pairs.label.numpy().astype(int), "p_same": result.p_same,
     }), out / "heldout_pairs.csv")
-    embedding = {"image_id": data.images}
-    for k in range(K):
-        embedding[f"mean_{k}"] = result.embedding[:, k]
-        if result.embedding_sd is not None:
-            embedding[f"sd_{k}"] = result.embedding_sd[:, k]
+    embedding = embedding_table(data.images, result.embedding, result.embedding_sd)
     if sim is not None:
         levels = sim.image_attributes.set_axis(sim.image_attributes.index.astype(str))[sim.attributes]
         for name, column in levels.reindex(np.asarray(data.images, dtype=str)).items():
             embedding[f"true_{name}"] = column.to_numpy()
-    write_csv(pd.DataFrame(embedding), out / "embeddings.csv")
+    write_csv(embedding, out / "embeddings.csv")
     write_text(out / "metrics.json", json.dumps(metrics, indent=2, default=float))
 
 

@@ -1,8 +1,9 @@
 """Every method ``python -m inference.svi --method NAME`` can fit, by name.
 
-``cen`` (the Bayesian CEN) has its own path (``inference.evaluate``); the
-others are ``PairMethod``s built here, so the CLI and the benchmarks make
-them the same way.
+Each is a ``PairMethod`` built here, so the CLI and the benchmarks make them
+the same way: ``cen`` is the Bayesian CEN (``cen_bayes.api.CEN``, which also
+has a richer path with its posterior extras, ``inference.evaluate``), the
+others the baselines.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ def make_method(name: str, data: CrowdData, sim=None, *, K: int = 10, seed: int 
     e.g. ``epochs``). ``csn`` is an oracle: it is given the attribute each HIT truly used, so it
     exists only for simulated data (``sim``)."""
     common = dict(K=K, seed=seed, device=device, progress=progress, **options)
+    if name == "cen":
+        from cen_bayes.api import CEN
+        return CEN(**common)
     if name in PAPER_VARIANTS:
         return PaperCEN(PAPER_VARIANTS[name], **common)
     if name == "bcc":
@@ -42,7 +46,7 @@ def make_method(name: str, data: CrowdData, sim=None, *, K: int = 10, seed: int 
         if sim is None:
             raise OracleError("csn is an oracle: it needs the attribute each HIT used, known only for the "
                              "built-in simulated datasets (--dataset)")
-        from inference.evaluate import true_hits
+        from cen_bayes.datasets import true_hits
         from models.csn import CSNOracle
         return CSNOracle(true_hits(sim, data)["attribute"].to_numpy(), **common)
     raise ValueError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")

@@ -9,7 +9,7 @@ from cen_bayes.crowd import CrowdData
 from cen_bayes.datasets import load_dataset
 from cen_bayes.metrics import pair_scores
 from cen_bayes.splits import split_by_grid
-from inference.evaluate import true_hits
+from cen_bayes.datasets import true_hits
 from models.csn import CSNOracle
 from models.siamese import Siamese
 from models.triplet import Triplet
