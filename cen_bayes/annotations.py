@@ -1,7 +1,7 @@
 """Read and validate a crowd annotation table.
 
 The table is long: one row per image shown in a HIT, with columns
-``worker_id, grid_id, image_id, group`` (see DESIGN.md). Everything a model
+``worker_id, grid_id, image_id, group`` (README, "Your data"). Everything a model
 learns comes from these four columns, so a malformed row must stop the run
 with one line that says what is wrong and where, instead of being silently
 dropped or turned into wrong pairs.

@@ -2,7 +2,7 @@
 
 Platforms export one row per answer (one worker's sorting of one grid), with the
 grid's images and the worker's groups as two lists in two cells; the models read
-the long table of DESIGN.md, one row per image. Each reader here unrolls the
+the long table of the README ("Your data"), one row per image. Each reader here unrolls the
 lists and hands the result to ``read_annotations``, so a duplicate image in a
 HIT or a one-image HIT stops with the same message as in a table, pointing at
 the export's line.

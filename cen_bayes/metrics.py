@@ -1,6 +1,6 @@
 """Metric definitions shared by the CLI, the benchmarks and the tests.
 
-Three questions, three groups of metrics (DESIGN.md, "Metrics"):
+Three questions, three groups of metrics:
 
 * **Held-out pairs** (paper §4.5): does ``P(same)`` for the pairs of unseen
   grids get the labels right (accuracy), and is it honest about how sure it

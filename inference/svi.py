@@ -8,7 +8,7 @@
 Holds out whole grids, fits by SVI (or MAP with ``--map``), prints held-out
 accuracy / NLL / ECE, the fit's PSIS k-hat (and attribute retrieval and the
 noisy-HIT flag's precision/recall when the data are simulated) and writes
-the output files described in DESIGN.md, figures included, to ``--out``.
+the output files described in the README ("Fitting"), figures included, to ``--out``.
 
 Bad input (a malformed table, too few grids to hold one out, an unwritable
 ``--out``) stops with one line on stderr and exit status 1, never a
