@@ -156,14 +156,12 @@ class CEN(PairMethod):
         from inference import predict
 
         self._check_fitted()
-        if isinstance(data, CrowdData):
-            if data is not self.data_:
-                raise ValueError("predict_proba(data, pairs) takes the CrowdData this CEN was fitted on; "
-                                 "give other pairs as a DataFrame with image_i, image_j")
-            return predict.pair_probability_draws(self.model_, self.draws_, data, pairs, self.threshold_scale_)
-        return predict.query_probability_draws(self.model_, self.draws_, self.data_, self.trained_grids_,
-                                               _query_codes(self.data_, data), self.map_mode,
-                                               self.threshold_scale_, seed=self.seed)
+        if isinstance(data, CrowdData) and data is not self.data_:
+            raise ValueError("predict_proba(data, pairs) takes the CrowdData this CEN was fitted on; "
+                             "give other pairs as a DataFrame with image_i, image_j")
+        pairs = pairs if isinstance(data, CrowdData) else _query_codes(self.data_, data)
+        return predict.pair_probability_draws(self.model_, self.draws_, self.data_, pairs, self.threshold_scale_,
+                                              trained_grids=self.trained_grids_, point=self.map_mode, seed=self.seed)
 
     def hit_attribute_probabilities(self, data, hit_index) -> np.ndarray:
         """(n, K [+ 2]) posterior probability that each HIT used each dim (then overall, noise)."""
@@ -177,6 +175,18 @@ class CEN(PairMethod):
         if self._p_attr_draws is None:
             self._p_attr_draws = predict.attribute_probability_draws(self.model_, self.draws_, self.data_)
         return self._p_attr_draws
+
+    def diagnostics(self, psis_draws: int = 200) -> dict:
+        """The fit's ELBO trace, PSIS k-hat over ``psis_draws`` guide draws (0 skips it) and warning
+        (``inference.diagnostics``), as ``metrics.json`` reports them."""
+        from inference.diagnostics import variational_diagnostics
+
+        self._check_fitted()
+        if not hasattr(self, "fit_result_"):
+            raise RuntimeError("a loaded CEN has no fit trace to diagnose; diagnose the fit before saving it")
+        with self._own_params():
+            return variational_diagnostics(self.model_, self.guide_, self.fit_result_.losses, self.map_mode,
+                                           psis_draws, self.seed)
 
     # ----- DataFrames -------------------------------------------------------------------------
     def embeddings(self) -> pd.DataFrame:
@@ -267,7 +277,7 @@ class CEN(PairMethod):
 def _query_codes(data: CrowdData, frame: pd.DataFrame) -> Pairs:
     """Integer codes of the pairs in ``frame``; an id the fitted table lacks (or a missing one) gets
     a code past the table's own (n_images + u, n_workers + u, n_grids + u, u counting the distinct
-    new ids), which ``inference.predict.query_probability_draws`` fills from the collection."""
+    new ids), which ``inference.predict.pair_probability_draws`` fills from the collection."""
     missing = [c for c in ("image_i", "image_j") if c not in frame.columns]
     if missing:
         raise ValueError(f"pairs need columns image_i and image_j; missing {', '.join(missing)}")

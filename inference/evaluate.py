@@ -26,7 +26,6 @@ from cen_bayes.metrics import (attribute_retrieval, cluster_embedding, clusterin
 from cen_bayes.splits import Split, seen_images
 from cen_bayes.api import AUTO, CEN
 from inference import predict
-from inference.diagnostics import variational_diagnostics
 from inference.hit_uncertainty import hit_uncertainty
 from inference.fit import FitResult
 from models.cen import BayesianCEN
@@ -91,14 +90,12 @@ def fit_and_evaluate(data: CrowdData, split: Split, sim=None, *, variant: str = 
     model, fit, selection = cen.model_, cen.fit_result_, cen.selection_
     test_pairs = data.pairs.subset(split.pair_masks(data)[1])
     p_same_draws = cen.predict_proba_draws(data, test_pairs)
-    with cen._own_params():
-        diagnostics = variational_diagnostics(model, fit.guide, fit.losses, map_mode, psis_draws, seed)
     metrics = {"method": "cen", "variant": cen.variant_, "map": map_mode, "K": cen.K_, "gamma": gamma,
                "steps": fit.steps, "lr": fit.lr, "seed": seed, "device": str(model.label.device),
                "fit_seconds": fit.seconds,
                **({"selection": selection.records(), "selection_seconds": float(selection.scores.seconds.sum())}
                   if selection else {}),
-               "final_loss_per_pair": fit.losses[-1], "diagnostics": diagnostics}
+               "final_loss_per_pair": fit.losses[-1], "diagnostics": cen.diagnostics(psis_draws)}
     if model.paper_loss:
         metrics["train_paper_loss"] = predict.paper_loss(model, cen.draws_[0])
     p_attr_draws = cen.attribute_probability_draws()

@@ -130,57 +130,52 @@ def hit_index(pairs: Pairs) -> tuple[torch.Tensor, torch.Tensor]:
 
 @torch.no_grad()
 def pair_probability_draws(model: BayesianCEN, draws: list[Draw], data: CrowdData, pairs: Pairs,
-                           threshold_scale: float | None = None) -> np.ndarray:
-    """(draws, pairs) P(same group) under each posterior draw (known worker, any grid), float64;
-    the posterior predictive is their mean."""
-    device = model.label.device
-    pairs = pairs.to(device)
-    hits, local = hit_index(pairs)
-    hit_worker = torch.tensor(data.hits["worker"].to_numpy(), device=device)[hits]
-    hit_grid = torch.tensor(data.hits["grid"].to_numpy(), device=device)[hits]
-    return torch.stack([pair_probability(model, draw, pairs, local, hit_worker, hit_grid, threshold_scale).double()
-                        for draw in draws]).cpu().numpy()
+                           threshold_scale: float | None = None, *, trained_grids: torch.Tensor | None = None,
+                           point: bool = False, seed: int = 0) -> np.ndarray:
+    """(draws, pairs) P(same group) under each posterior draw, float64; the posterior predictive is
+    their mean.
 
-
-@torch.no_grad()
-def query_probability_draws(model: BayesianCEN, draws: list[Draw], data: CrowdData, trained_grids: torch.Tensor,
-                            pairs: Pairs, point: bool, threshold_scale: float | None = None,
-                            seed: int = 0) -> np.ndarray:
-    """(draws, pairs) P(same) of pairs that may name images, workers and grids beyond ``data``'s
-    (codes past its own, as ``cen_bayes.api`` makes them), float64.
-
-    In each draw a new image takes a random trained image's embedding (as
+    ``pairs`` may name images, workers and grids beyond ``data``'s (codes past
+    its own, as ``cen_bayes.api`` makes them): in each draw (seeded by
+    ``seed``) a new image takes a random trained image's embedding (as
     ``new_image_embeddings`` does for untrained ones), a new worker an a^w
-    from the population (``unseen_worker_prior``) and a new grid the
-    activation of a random training grid: averaged over the draws, the
-    posterior predictive for a pair from the same collection.
+    from the population (``unseen_worker_prior``; ``point`` for a MAP fit)
+    and a new grid the activation of a random grid of ``trained_grids``:
+    averaged over the draws, the posterior predictive for a pair from the
+    same collection.
     """
-    pyro.set_rng_seed(seed)
     device = model.label.device
     pairs = pairs.to(device)
     hits, local = hit_index(pairs)
     hit_worker = torch.zeros(len(hits), dtype=torch.long, device=device).scatter_(0, local, pairs.worker)
     hit_grid = torch.zeros(len(hits), dtype=torch.long, device=device).scatter_(0, local, pairs.grid)
-    n_new_images = max(int(torch.maximum(pairs.i.max(), pairs.j.max())) + 1 - data.n_images, 0) if len(pairs) else 0
-    n_new_workers = max(int(pairs.worker.max()) + 1 - data.n_workers, 0) if len(pairs) else 0
-    n_new_grids = max(int(pairs.grid.max()) + 1 - data.n_grids, 0) if len(pairs) else 0
-    image_pool = torch.nonzero(trained_images(model)).squeeze(-1)
-    grid_pool = torch.nonzero(trained_grids).squeeze(-1)
-    known_workers = torch.cat([torch.ones(data.n_workers, dtype=torch.bool, device=device),
-                               torch.zeros(n_new_workers, dtype=torch.bool, device=device)])
-    out = []
-    for draw in draws:
-        x = torch.cat([draw.x, draw.x[image_pool[torch.randint(len(image_pool), (n_new_images,), device=device)]]])
-        a_w, a_g = draw.a_w, draw.a_g
-        if a_w is not None and n_new_workers:
-            latent = {"a_w": torch.cat([a_w, a_w.new_zeros(n_new_workers, a_w.shape[-1])]), "tau": draw.tau,
-                      "alpha": draw.alpha}
-            a_w = unseen_worker_prior(model, latent, known_workers, point)["a_w"]
-        if a_g is not None and n_new_grids:
-            a_g = torch.cat([a_g, a_g[grid_pool[torch.randint(len(grid_pool), (n_new_grids,), device=device)]]])
-        extended = replace(draw, x=x, a_w=a_w, a_g=a_g)
-        out.append(pair_probability(model, extended, pairs, local, hit_worker, hit_grid, threshold_scale).double())
+    new = [max(int(codes.max()) + 1 - known, 0) if len(pairs) else 0 for codes, known in (
+        (torch.maximum(pairs.i, pairs.j), data.n_images), (pairs.worker, data.n_workers), (pairs.grid, data.n_grids))]
+    if any(new):
+        pyro.set_rng_seed(seed)
+        pools = torch.nonzero(trained_images(model)).squeeze(-1), torch.nonzero(trained_grids).squeeze(-1)
+        draws = [with_new_ids(model, draw, *new, *pools, point) for draw in draws]
+    out = [pair_probability(model, draw, pairs, local, hit_worker, hit_grid, threshold_scale).double()
+           for draw in draws]
     return torch.stack(out).cpu().numpy() if out else np.zeros((0, len(pairs)))
+
+
+def with_new_ids(model: BayesianCEN, draw: Draw, n_images: int, n_workers: int, n_grids: int,
+                 image_pool: torch.Tensor, grid_pool: torch.Tensor, point: bool) -> Draw:
+    """``draw`` with rows appended for new images (a random image of ``image_pool``), workers (the
+    population prior) and grids (a random grid of ``grid_pool``): ``pair_probability_draws``."""
+    device = draw.x.device
+    x = torch.cat([draw.x, draw.x[image_pool[torch.randint(len(image_pool), (n_images,), device=device)]]])
+    a_w, a_g = draw.a_w, draw.a_g
+    if a_w is not None and n_workers:
+        known = torch.cat([torch.ones(len(a_w), dtype=torch.bool, device=device),
+                           torch.zeros(n_workers, dtype=torch.bool, device=device)])
+        latent = {"a_w": torch.cat([a_w, a_w.new_zeros(n_workers, a_w.shape[-1])]), "tau": draw.tau,
+                  "alpha": draw.alpha}
+        a_w = unseen_worker_prior(model, latent, known, point)["a_w"]
+    if a_g is not None and n_grids:
+        a_g = torch.cat([a_g, a_g[grid_pool[torch.randint(len(grid_pool), (n_grids,), device=device)]]])
+    return replace(draw, x=x, a_w=a_w, a_g=a_g)
 
 
 def pair_probability(model, draw: Draw, pairs: Pairs, local, hit_worker, hit_grid, threshold_scale=None):

@@ -91,12 +91,14 @@ def select(data: CrowdData, split: Split, variant: str = AUTO, K: int | str = AU
                   "(give --variant and --K to choose)", flush=True)
         return fallback
     candidate_steps = max(1, round(STEPS_SHARE * (steps or default_steps(False))))
+    validation_pairs = data.pairs.subset(inner.pair_masks(data)[1])
+    labels, n_pairs = validation_pairs.label.numpy(), len(validation_pairs)
+    _, validation_hit = np.unique(validation_pairs.hit.numpy(), return_inverse=True)
     rows: list[dict] = []
     hit_nll: dict[tuple[str, int], np.ndarray] = {}  # per validation HIT: the sum of its pairs' NLL
 
     def score(v: str, k: int) -> tuple[str, int]:
         started = time.perf_counter()
-        labels = validation_pairs.label.numpy()
         p_same = candidate_p_same(data, inner, validation_pairs, v, k, steps=candidate_steps, draws=20, seed=seed,
                                   device=device, progress=False, **fit_options)
         held = pair_scores(labels, p_same)
@@ -107,10 +109,6 @@ def select(data: CrowdData, split: Split, variant: str = AUTO, K: int | str = AU
             print(f"  candidate {v:7s} K {k:3d}: validation NLL {held['nll']:.4f}, accuracy {held['accuracy']:.3f}",
                   flush=True)
         return v, k
-
-    validation_pairs = data.pairs.subset(inner.pair_masks(data)[1])
-    _, validation_hit = np.unique(validation_pairs.hit.numpy(), return_inverse=True)
-    n_pairs = len(validation_pairs)
 
     def simpler_unless_beaten(simple: tuple[str, int], rich: tuple[str, int]) -> tuple[str, int]:
         """``rich`` if its validation NLL per pair is lower than ``simple``'s by more than one standard
