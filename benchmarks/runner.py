@@ -47,7 +47,7 @@ BAYES = ("cen-auto", "cen-kind", "cen-choice", "cen-mixture", "cen-context", "ce
 BASELINES = ("bcc", "siamese", "triplet", "csn", "paper-cen", "paper-worker", "paper-context")
 ALL_METHODS = BAYES + BASELINES
 REFERENCES = ("limit",)  # not fitted: the Bayes-optimal P(same) of a simulation (cen_bayes.limit)
-KEYS = ("dataset", "seed", "fraction", "method", "K", "gamma")
+KEYS = ("dataset", "seed", "fraction", "method", "K", "gamma", "grids")
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,7 @@ class Job:
     smoke: bool = False  # tiny sizes and few steps: checks the code runs
     device: str = "cpu"
     threads: int = 1
+    grids: float = 1.0  # the crowd simulated with this many times the dataset's grids (benchmarks.limit_gap)
 
     @property
     def k(self) -> int:
@@ -72,11 +73,12 @@ class Job:
 
 
 @functools.lru_cache(maxsize=2)
-def _load(dataset: str, seed: int, smoke: bool):
+def _load(dataset: str, seed: int, smoke: bool, grids: float = 1.0):
     from cen_bayes.crowd import CrowdData
-    from cen_bayes.datasets import load_dataset
+    from cen_bayes.datasets import DATASETS, load_dataset
     from cen_bayes.splits import split_by_grid
-    sim = load_dataset(dataset, seed=seed, **({"n_grids": 60} if smoke else {}))
+    n_grids = 60 if smoke else DATASETS[dataset].n_grids
+    sim = load_dataset(dataset, seed=seed, n_grids=round(n_grids * grids))
     data = CrowdData.from_source(sim.table, name=f"simulated {dataset}")
     return sim, data, split_by_grid(data, 0.15, seed=seed)
 
@@ -113,7 +115,7 @@ def run_job(job: Job) -> dict:
     from cen_bayes.splits import training_fraction
 
     torch.set_num_threads(job.threads)
-    sim, data, split = _load(job.dataset, job.seed, job.smoke)
+    sim, data, split = _load(job.dataset, job.seed, job.smoke, job.grids)
     if job.fraction < 1:
         split = training_fraction(data, split, job.fraction, seed=job.seed)
     gamma = job.gamma_value
@@ -219,7 +221,9 @@ def run_jobs(jobs: list[Job], csv: Path, n_jobs: int = 1, fresh: bool = False, r
 def _key(row: dict) -> tuple:
     gamma = row.get("gamma")
     gamma = None if gamma is None or (isinstance(gamma, float) and np.isnan(gamma)) else float(gamma)
-    return (row["dataset"], int(row["seed"]), float(row["fraction"]), row["method"], int(row["K"]), gamma)
+    grids = row.get("grids")  # rows written before the column existed are the dataset's own size
+    grids = 1.0 if grids is None or (isinstance(grids, float) and np.isnan(grids)) else float(grids)
+    return (row["dataset"], int(row["seed"]), float(row["fraction"]), row["method"], int(row["K"]), gamma, grids)
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, jobs: bool = True) -> None:

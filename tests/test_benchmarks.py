@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmarks import ablations, diagnostics, learning_curves, real, scale
+from benchmarks import ablations, diagnostics, learning_curves, limit_gap, real, scale
 from cen_bayes.crowd import CrowdData
 from benchmarks.runner import ALL_METHODS, code_line, code_version
 
@@ -123,3 +123,15 @@ def test_tables_leave_out_seeds_not_every_method_has_finished():
     complete, pending = learning_curves.complete_seeds(frame)
     assert len(complete) == 8 and set(complete.dataset) == {"retina", "birds", "celeba"}
     assert pending.to_dict("records") == [{"dataset": "birds", "fraction": 1.0, "seed": 1, "method": "a"}]
+
+
+def test_limit_gap_smoke(tmp_path):
+    limit_gap.main(["--smoke", "--datasets", "tiny", "--seeds", "0", "--grids", "1", "2", "--jobs", "1",
+                    "--methods", "cen-choice", "--out", str(tmp_path)])
+    frame = pd.read_csv(tmp_path / "limit_gap.csv")
+    assert sorted(frame.grids.unique()) == [1.0, 2.0] and set(frame.method) == {"limit", "cen-choice"}
+    hits = frame.groupby("grids").n_train_hits.first()
+    assert hits[2.0] > 1.5 * hits[1.0]  # twice the grids, about twice the training HITs
+    gap = limit_gap.gaps(frame)
+    assert len(gap) == 2 and ((gap.accuracy_limit - gap.accuracy - gap.acc_gap).abs() < 1e-9).all()
+    assert "acc gap" in (tmp_path / "limit_gap.md").read_text() and (tmp_path / "limit_gap.png").exists()
