@@ -202,7 +202,7 @@ def merges_report(frame: pd.DataFrame, top: int = 10) -> list[str]:
             f"{MERGE_MIN_PAIRS} training pairs ({len(merges)}; correlation of posterior mean and observed share "
             f"{corr:.2f}). Pairs of different categories that people put together are where the same-category "
             "oracle is wrong: a model that learns them can beat it.", "",
-            f"Most merged pairs of different categories:", "",
+            "Most merged pairs of different categories:", "",
             fmt(cross.sort_values("posterior mean", ascending=False).head(top)), "",
             "Most split categories (pairs within one category):", "",
             fmt(within.sort_values("posterior mean").head(5)), ""]

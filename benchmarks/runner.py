@@ -11,7 +11,7 @@ keeps what it measured and ``--resume`` skips it. Stop a run with Ctrl-C
 or by killing its process group (``kill -- -PGID``): killing only the main
 process leaves its workers finishing their fits, competing for the CPU.
 
-Method names: every ``models.methods.METHODS`` baseline, ``cen-<variant>``
+Method names: every ``inference.methods.METHODS`` baseline, ``cen-<variant>``
 (the Bayesian CEN: choice, mixture, context, worker) and ``map-<variant>``
 (its MAP mode, whose objective is the paper's eq. 8); and ``limit``, no method but the simulation's
 Bayes-optimal P(same) (``cen_bayes.limit``), the ceiling of every method's held-out scores.
@@ -91,7 +91,7 @@ def fit_job(job: Job, data, split, sim=None):
     """Fit ``job.method`` on ``split`` and score it: (``inference.evaluate`` result, the PairMethod or
     None for the Bayesian CEN, which keeps its model and draws in the result)."""
     from inference.evaluate import evaluate_method, fit_and_evaluate
-    from models.methods import make_method
+    from inference.methods import make_method
 
     kind, _, variant = job.method.partition("-")
     if job.method == "limit":

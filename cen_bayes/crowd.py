@@ -20,7 +20,7 @@ from cen_bayes.annotations import read_annotations
 
 class ParallelTensors:
     """A dataclass of equal-length 1-D tensors, one entry per item, selected and moved together
-    (what the shared training loop batches: ``Pairs`` here, ``models.triplets.Triplets``)."""
+    (what the shared training loop batches: ``Pairs`` here, ``models.baselines.triplet_sampling.Triplets``)."""
 
     def __len__(self) -> int:
         return getattr(self, fields(self)[0].name).shape[0]

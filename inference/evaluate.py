@@ -17,7 +17,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
 from cen_bayes.crowd import CrowdData, Pairs
 from cen_bayes.datasets import true_hits

@@ -26,7 +26,7 @@ from pathlib import Path
 import pyro
 import torch
 from pyro.infer import SVI, TraceMeanField_ELBO
-from pyro.infer.autoguide import AutoDelta, AutoNormal, init_to_median
+from pyro.infer.autoguide import AutoDelta, AutoNormal
 from tqdm.auto import tqdm
 
 from cen_bayes.atomic import atomic_path
@@ -57,9 +57,7 @@ def _initialiser(model: BayesianCEN, seed: int):
         like = site["fn"].sample().detach()  # shape, dtype and device of the site
         if site["name"] == "x":
             return (model.embed_scale * start).to(like)
-        if model.paper_loss:
-            return 0.5 + 0.1 * torch.rand_like(like)
-        return init_to_median(site)
+        return model.priors.initial_value(site, like)
     return init
 
 

@@ -21,12 +21,13 @@ import numpy as np
 import pyro
 import torch
 import torch.nn.functional as F
+from pyro import poutine
 from pyro.infer.autoguide import AutoDelta
 
 from cen_bayes.crowd import CrowdData, Pairs
-from models.cen import BayesianCEN, worker_prior
-from models.hit_pairs import HitPairs
-from models.energy import fit_threshold_scale, paper_pair_loss, same_logit, weighted_distance, weighted_norm
+from models.cen import BayesianCEN
+from models.cen.hit_pairs import HitPairs
+from models.energy import fit_threshold_scale, paper_pair_loss, same_logit, weighted_distance
 
 
 @dataclass
@@ -59,15 +60,11 @@ def posterior_draws(model: BayesianCEN, guide, n_draws: int, seen_grids: torch.T
             latent = unseen_worker_prior(model, latent, seen_workers, point=point)
         x = latent["x"] if point or bool(seen_images.all()) else new_image_embeddings(latent["x"], seen_images)
         a_g = None
-        if model.uses_context:
-            if model.paper_loss:
-                a_g = model.context_net(model.grid_sets)
-            elif model.sums_out_choice:  # deterministic given x and τ
-                a_g = model.context_scale(x, latent["tau"])
-            else:
-                scale = model.context_scale(x, latent["tau"])
-                prior = torch.distributions.Exponential(1.0 / scale).sample()
-                a_g = torch.where(seen_grids.unsqueeze(-1), latent["a_g"], prior)
+        if model.uses_context:  # the model's own grid activations given x and τ: a prior draw where latent
+            with poutine.block():
+                a_g = model.priors.grid_activations(model, x, latent.get("tau"))
+            if "a_g" in latent:  # a latent per grid: the guide's for grids with a training HIT
+                a_g = torch.where(seen_grids.unsqueeze(-1), latent["a_g"], a_g)
         draws.append(Draw(x=x, a_w=latent.get("a_w"), a_g=a_g, beta=latent.get("beta"), eps=latent.get("eps"),
                           tau=latent.get("tau"), rho=latent.get("rho"), alpha=latent.get("alpha")))
     return draws
@@ -101,24 +98,18 @@ def new_image_embeddings(x: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
 def unseen_worker_prior(model: BayesianCEN, latent: dict, seen_workers: torch.Tensor, point: bool) -> dict:
     """``latent`` with the a^w of workers that have no training HIT taken from the population.
 
-    Bayesian draws: a^w from ``models.cen.worker_prior`` with this draw's crowd-level τ (and α),
-    i.e. the posterior predictive for a new worker (the noise share ε is the crowd's, so a new
-    worker has it too). A MAP point (``point``) uses the prior mean τ instead of one random
-    draw; the paper's loss (``paper_loss``) has
-    no population prior (its penalty is nearly flat), so there the mean of the training workers'
-    a^w stands in for it.
+    What such a worker gets is the model's priors' to say (``new_worker_activations`` of
+    ``models.cen.priors``): under the crowd priors a draw from the crowd level τ (and α), the
+    posterior predictive for a new worker, or its mean for a MAP point (``point``); under the
+    paper's nearly flat penalty, the training workers' mean. The noise share ε is the crowd's,
+    so a new worker has it too.
     """
     latent = dict(latent)
-    keep = seen_workers.unsqueeze(-1)
     if latent.get("a_w") is not None:
         a_w = latent["a_w"]
-        if model.paper_loss:
-            population = a_w[seen_workers].mean(0).expand_as(a_w)
-        elif point:
-            population = latent["tau"].expand_as(a_w)
-        else:
-            population = worker_prior(latent["tau"], latent.get("alpha")).sample(a_w.shape[:-1])
-        latent["a_w"] = torch.where(keep, a_w, population)
+        population = model.priors.new_worker_activations(model, a_w, seen_workers, latent.get("tau"),
+                                                         latent.get("alpha"), point)
+        latent["a_w"] = torch.where(seen_workers.unsqueeze(-1), a_w, population)
     return latent
 
 
@@ -155,8 +146,8 @@ def pair_probability_draws(model: BayesianCEN, draws: list[Draw], data: CrowdDat
         pyro.set_rng_seed(seed)
         pools = torch.nonzero(trained_images(model)).squeeze(-1), torch.nonzero(trained_grids).squeeze(-1)
         draws = [with_new_ids(model, draw, *new, *pools, point) for draw in draws]
-    out = [pair_probability(model, draw, pairs, local, hit_worker, hit_grid, threshold_scale).double()
-           for draw in draws]
+    out = [model.pair_same_probability(draw.x, draw.a_w, draw.a_g, draw.beta, draw.rho, draw.eps, pairs, local,
+                                       hit_worker, hit_grid, threshold_scale).double() for draw in draws]
     return torch.stack(out).cpu().numpy() if out else np.zeros((0, len(pairs)))
 
 
@@ -176,26 +167,6 @@ def with_new_ids(model: BayesianCEN, draw: Draw, n_images: int, n_workers: int, 
     if a_g is not None and n_grids:
         a_g = torch.cat([a_g, a_g[grid_pool[torch.randint(len(grid_pool), (n_grids,), device=device)]]])
     return replace(draw, x=x, a_w=a_w, a_g=a_g)
-
-
-def pair_probability(model, draw: Draw, pairs: Pairs, local, hit_worker, hit_grid, threshold_scale=None):
-    x = draw.x
-    if model.sums_out_choice:
-        log_prior = model.choice_log_prior(draw.a_w, draw.a_g, draw.rho, draw.eps, hit_worker, hit_grid)[local]
-        diff = x[pairs.i] - x[pairs.j]
-        logits = [same_logit(diff.abs(), model.gamma, model.xi_p, model.xi_n, draw.beta)]
-        if model.overall:
-            weight = model.choice_weights(draw.a_w, draw.a_g, hit_worker, hit_grid)[local]
-            logits.append(same_logit(weighted_norm(weight.sqrt(), diff), model.gamma, model.xi_p, model.xi_n,
-                                     draw.beta).unsqueeze(-1))
-        same = torch.cat([*map(torch.sigmoid, logits),
-                          (model.noise_u / (model.noise_u + model.noise_v)).expand(len(pairs), 1)], -1)
-        return (log_prior.exp() * same).sum(-1)
-    a = model.pair_activation(draw.a_w, draw.a_g, pairs.worker, pairs.grid)
-    d = weighted_distance(a, x[pairs.i], x[pairs.j])
-    if model.paper_loss:  # the paper's rule d < (ξ_n + ξ_p)/2, as a probability (scale-only Platt)
-        return torch.sigmoid(threshold_scale * ((model.xi_n + model.xi_p) / 2 - d))
-    return torch.sigmoid(same_logit(d, model.gamma, model.xi_p, model.xi_n, draw.beta))
 
 
 @torch.no_grad()
@@ -252,7 +223,7 @@ def paper_loss(model: BayesianCEN, draw: Draw) -> float:
     """Eq. 8 averaged over the training pairs at a MAP point: the number the paper's recipe minimises."""
     a = model.pair_activation(draw.a_w, draw.a_g, model.pair_worker, model.pair_grid)
     return paper_pair_loss(model.label, a, draw.x[model.pair_i], draw.x[model.pair_j], model.gamma, model.xi_p,
-                           model.xi_n, model.prior.lambda1, model.prior.lambda2).mean().item()
+                           model.xi_n, model.priors.lambda1, model.priors.lambda2).mean().item()
 
 
 @torch.no_grad()

@@ -56,7 +56,7 @@ from inference.select import AUTO, K_CANDIDATES, VARIANT_CANDIDATES
 from inference.tables import embedding_table, hit_table
 from inference.report import write_report
 from models.cen import VARIANTS
-from models.methods import METHODS, OracleError, make_method
+from inference.methods import METHODS, OracleError, make_method
 
 
 def _positive_int(text: str) -> int:
@@ -94,7 +94,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="what --data is: table (default), toloka (assignment export, TSV) or mturk (batch "
                              "results CSV); see cen_bayes/importers.py for the columns read")
     parser.add_argument("--method", choices=METHODS, default="cen",
-                        help="cen: the Bayesian CEN (default); the others are the baselines (models/methods.py)")
+                        help="cen: the Bayesian CEN (default); the others are the baselines (inference/methods.py)")
     parser.add_argument("--variant", choices=(AUTO, *VARIANTS), default=AUTO,
                         help="Bayesian CEN variant (--method cen); auto (default): the best of "
                              f"{', '.join(VARIANT_CANDIDATES)} on validation grids (inference/select.py)")

@@ -10,7 +10,7 @@ from cen_bayes import CEN
 from cen_bayes.crowd import CrowdData
 from cen_bayes.datasets import load_dataset
 from inference.evaluate import evaluate_method
-from models.methods import make_method
+from inference.methods import make_method
 
 FAST = dict(steps=20, draws=4, progress=False)
 

@@ -28,6 +28,7 @@ from cen_bayes.crowd import CrowdData, odd_hit_counts
 from cen_bayes.splits import split_by_grid, unseen_worker_hits
 from inference.evaluate import fit_and_evaluate
 from inference.predict import unseen_worker_prior
+from models.cen import CrowdPriors, PaperPriors
 from inference.svi import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -207,7 +208,7 @@ def test_unseen_worker_predictions_are_finite(variant, map_mode):
 
 
 def test_unseen_worker_prior_replaces_only_unseen_workers():
-    model = type("M", (), {"paper_loss": False, "one": torch.ones(())})()
+    model = type("M", (), {"priors": CrowdPriors()})()
     seen = torch.tensor([True, False, True])
     latent = {"a_w": torch.full((3, 2), 5.0), "eps": torch.tensor(0.1), "tau": torch.tensor([1.0, 2.0]),
               "alpha": torch.tensor(1.0)}
@@ -217,7 +218,7 @@ def test_unseen_worker_prior_replaces_only_unseen_workers():
     assert drawn["eps"] is latent["eps"]  # the crowd's noise share is everyone's, new workers' too
     point = unseen_worker_prior(model, latent, seen, point=True)  # MAP: the prior mean τ
     assert torch.equal(point["a_w"][1], latent["tau"])
-    model.paper_loss = True  # the paper's flat penalty: the training workers' mean
+    model.priors = PaperPriors()  # the paper's flat penalty: the training workers' mean
     assert torch.equal(unseen_worker_prior(model, latent, seen, point=True)["a_w"][1], torch.full((2,), 5.0))
 
 

@@ -1,4 +1,4 @@
-"""Bayesian Crowd Clustering (models/bcc.py) on the simulated ``tiny`` crowd."""
+"""Bayesian Crowd Clustering (models/baselines/bcc.py) on the simulated ``tiny`` crowd."""
 
 import numpy as np
 import pyro
@@ -9,7 +9,7 @@ from cen_bayes.crowd import CrowdData
 from cen_bayes.datasets import load_dataset
 from cen_bayes.metrics import pair_scores
 from cen_bayes.splits import split_by_grid
-from models.bcc import BayesianCrowdClustering
+from models.baselines.bcc import BayesianCrowdClustering
 
 K, STEPS = 4, 150
 

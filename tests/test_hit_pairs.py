@@ -3,8 +3,8 @@
 import torch
 import torch.nn.functional as F
 
-from models.hit_pairs import HitPairs
-from models.sparse import SparseMatrix
+from models.cen.hit_pairs import HitPairs
+from models.cen.sparse import SparseMatrix
 
 
 def brute_force(x, logit_of, i, j, label, hit, n_hits):
@@ -52,7 +52,7 @@ def test_sparse_matrix_product_and_its_transpose():
 
 def test_hit_images_distances_match_per_pair_distances():
     from models.energy import weighted_norm
-    from models.hit_images import HitImages
+    from models.cen.hit_images import HitImages
 
     torch.manual_seed(2)
     n_images, K = 9, 3

@@ -3,7 +3,7 @@
 1. ``BayesianCEN`` (``choice`` and ``kind``) sums each HIT's attribute choice
    z out by hand: a log prior per option (``choice_log_prior``) plus each
    option's log-likelihood of the HIT's labels, scored once per distinct image
-   pair through sparse products (``models.hit_pairs``), then a logsumexp.
+   pair through sparse products (``models.cen.hit_pairs``), then a logsumexp.
    Here an independent Pyro model draws z_h from a Categorical in a plate,
    with plain per-pair Bernoulli likelihoods, and Pyro's ``TraceEnum_ELBO``
    does the sum; the two log marginals must agree HIT by HIT, for all
@@ -40,7 +40,7 @@ from pyro.poutine.util import site_is_subsample
 from cen_bayes.crowd import CrowdData
 from cen_bayes.datasets import load_dataset
 from models.cen import BayesianCEN
-from models.distributions import RadialLaplace
+from models.cen.priors import RadialLaplace
 from models.energy import GAMMA, XI_N, XI_P
 
 K = 3

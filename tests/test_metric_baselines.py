@@ -1,4 +1,4 @@
-"""Siamese, triplet and CSN-oracle baselines (models/siamese.py, triplet.py, csn.py, triplets.py) on the tiny crowd."""
+"""Siamese, triplet and CSN-oracle baselines (models/baselines: siamese.py, triplet.py, csn.py, triplet_sampling.py) on the tiny crowd."""
 
 import numpy as np
 import pandas as pd
@@ -10,10 +10,10 @@ from cen_bayes.datasets import load_dataset
 from cen_bayes.metrics import pair_scores
 from cen_bayes.splits import split_by_grid
 from cen_bayes.datasets import true_hits
-from models.csn import CSNOracle
-from models.siamese import Siamese
-from models.triplet import Triplet
-from models.triplets import sample_triplets, triplet_loss
+from models.baselines.csn import CSNOracle
+from models.baselines.siamese import Siamese
+from models.baselines.triplet import Triplet
+from models.baselines.triplet_sampling import sample_triplets, triplet_loss
 
 K = 4
 

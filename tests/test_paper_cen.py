@@ -1,4 +1,4 @@
-"""The paper-recipe CEN point estimate (models/paper_cen.py) on a tiny synthetic crowd."""
+"""The paper-recipe CEN point estimate (models/baselines/paper_cen.py) on a tiny synthetic crowd."""
 
 import numpy as np
 import pandas as pd
@@ -7,8 +7,9 @@ import torch
 
 from cen_bayes.crowd import CrowdData
 from cen_bayes.splits import split_by_grid
-from models.paper_cen import VARIANTS, PaperCEN, padded_grid_sets
-from models.point_training import train_minibatch
+from models.baselines.paper_cen import VARIANTS, PaperCEN
+from models.encoders import padded_grid_sets
+from models.baselines.point_training import train_minibatch
 
 N_IMAGES, N_WORKERS, N_GRIDS, GRID_SIZE = 40, 8, 80, 8
 

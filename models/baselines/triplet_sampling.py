@@ -9,7 +9,7 @@ similarity. Triplets across HITs would compare two workers' criteria, which is
 exactly what these baselines cannot model.
 
 ``Triplets`` mirrors ``cen_bayes.crowd.Pairs`` (``len``, ``subset``, ``to``) so
-``models.point_training.train_minibatch`` batches it unchanged.
+``models.baselines.point_training.train_minibatch`` batches it unchanged.
 """
 
 from __future__ import annotations

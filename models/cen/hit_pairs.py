@@ -11,7 +11,7 @@ retina 146k training pairs are 43k distinct image pairs), so:
    is  Σ_{u labelled same} z_u − Σ_{all u} softplus(z_u):  two sparse
    (HITs × U) count matrices times dense (U, K) tables.
 
-Fixed sparse products with a kept transpose (``models.sparse``) replace
+Fixed sparse products with a kept transpose (``models.cen.sparse``) replace
 gathers, ``index_add`` and a per-label table: the same code runs on CUDA.
 
 The overall (category) sort weighs every dim by its HIT's own weights, so its
@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.hit_images import HitImages
-from models.sparse import SparseMatrix, csr_rows
+from models.cen.hit_images import HitImages
+from models.cen.sparse import SparseMatrix, csr_rows
 
 
 def _rows(matrix: SparseMatrix, rows: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """The standard triplet-network baseline (paper §4.2, e.g. Schroff et al. 2015): one similarity for everyone.
 
-Triplets (a, p, n) are formed inside each training HIT (``models.triplets``)
+Triplets (a, p, n) are formed inside each training HIT (``models.baselines.triplet_sampling``)
 and the image encoder f_ψ is trained on
 L = [‖x_a − x_p‖₂ − ‖x_a − x_n‖₂ + margin]₊ + λ·mean(‖x_a‖₂, ‖x_p‖₂, ‖x_n‖₂).
 Margin and λ are CSN's (0.2, 5e-3), so this is exactly ``CSNOracle`` with one
@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 
 from cen_bayes.crowd import CrowdData, Pairs
-from models.siamese import DistanceBaseline
-from models.triplets import Triplets, sample_triplets, triplet_loss
+from models.baselines.distance import DistanceBaseline
+from models.baselines.triplet_sampling import Triplets, sample_triplets, triplet_loss
 
 
 class Triplet(DistanceBaseline):

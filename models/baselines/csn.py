@@ -8,7 +8,7 @@ model gets: the paper quotes CSN as the upper reference (RETINA 75.5 %,
 CELEBA 77.3 %). HITs with no attribute (noisy, unknown) share one extra
 "other" condition.
 
-Training is CSN's: triplets inside each training HIT (``models.triplets``),
+Training is CSN's: triplets inside each training HIT (``models.baselines.triplet_sampling``),
 L = [d_c(a,p) − d_c(a,n) + margin]₊ + λ_e·mean(‖x_a‖, ‖x_p‖, ‖x_n‖) + λ_m‖m_c‖₁,
 margin 0.2, λ_e = 5e-3, λ_m = 5e-4, learned masks initialised N(0.9, 0.7) and
 passed through a ReLU (their "learned masks" setting). The batch size, Adam
@@ -28,8 +28,8 @@ from torch import nn
 
 from cen_bayes.crowd import CrowdData, Pairs
 from models.energy import weighted_norm
-from models.siamese import DistanceBaseline
-from models.triplets import Triplets, sample_triplets, triplet_loss
+from models.baselines.distance import DistanceBaseline
+from models.baselines.triplet_sampling import Triplets, sample_triplets, triplet_loss
 
 
 class ConditionMasks(nn.Module):

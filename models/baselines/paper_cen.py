@@ -1,7 +1,7 @@
 """The point-estimate Context Embedding Network, trained exactly as the paper trains it.
 
 Kim, Mac Aodha, Perona, "Context Embedding Networks" (CVPR 2018), §3 and
-supplement A. This is the reference the Bayesian CEN (``models/cen.py``) and
+supplement A. This is the reference the Bayesian CEN (``models/cen/model.py``) and
 the other baselines are compared against, for accuracy and for speed, so it
 follows the published recipe and nothing else:
 
@@ -27,7 +27,6 @@ ends linearly so embeddings can take either sign.
 
 from __future__ import annotations
 
-import math
 import time
 
 import numpy as np
@@ -38,78 +37,14 @@ from torch import nn
 from cen_bayes.crowd import CrowdData, Pairs
 from cen_bayes.splits import Split
 from models.energy import GAMMA, XI_N, XI_P, fit_threshold_scale, paper_pair_loss, weighted_distance
+from models.encoders import context_encoder, image_encoder, padded_grid_sets, worker_encoder
 from models.pair_method import PairMethod
-from models.point_training import train_minibatch
+from models.baselines.point_training import train_minibatch
 
 VARIANTS = ("worker", "context", "mixture")
 
 # Pairs scored per forward pass at prediction / calibration time.
 _EVAL_CHUNK = 1 << 16
-
-
-class OneHotLinear(nn.Module):
-    """``nn.Linear(n_in, n_out)`` applied to one-hot vectors, as a row lookup.
-
-    W·o(i) + b is row i of Wᵀ plus b, so an ``nn.Embedding`` holding Wᵀ gives the
-    paper's dense first layer exactly, at O(n_out) instead of O(n_in·n_out)
-    per input. Initialised like ``nn.Linear`` (U(±1/√n_in) for weight and bias).
-    """
-
-    def __init__(self, n_in: int, n_out: int):
-        super().__init__()
-        self.weight = nn.Embedding(n_in, n_out)
-        self.bias = nn.Parameter(torch.empty(n_out))
-        bound = 1.0 / math.sqrt(n_in)
-        nn.init.uniform_(self.weight.weight, -bound, bound)
-        nn.init.uniform_(self.bias, -bound, bound)
-
-    def forward(self, index: torch.Tensor) -> torch.Tensor:
-        return self.weight(index) + self.bias
-
-
-class SetHotLinear(nn.Module):
-    """``nn.Linear(n_in, n_out)`` applied to S-hot vectors, as a sum of rows.
-
-    W·s(g) + b is the sum of the rows of Wᵀ for the images in grid g, plus b:
-    an ``nn.EmbeddingBag(mode='sum')``, identical to the paper's dense layer on
-    the S-hot grid encoding. Sets come as a (B, S_max) index matrix padded with
-    ``n_in``, the bag's ``padding_idx``, which is left out of the sum, so grids
-    of different sizes batch together. Initialised like ``nn.Linear``.
-    """
-
-    def __init__(self, n_in: int, n_out: int):
-        super().__init__()
-        self.weight = nn.EmbeddingBag(n_in + 1, n_out, mode="sum", padding_idx=n_in)
-        self.bias = nn.Parameter(torch.empty(n_out))
-        bound = 1.0 / math.sqrt(n_in)
-        with torch.no_grad():
-            nn.init.uniform_(self.weight.weight, -bound, bound)
-            self.weight.weight[n_in].zero_()
-        nn.init.uniform_(self.bias, -bound, bound)
-
-    def forward(self, sets: torch.Tensor) -> torch.Tensor:
-        return self.weight(sets) + self.bias
-
-
-def context_encoder(n_images: int, K: int, hidden: int = 200) -> nn.Sequential:
-    """p_θ: S-hot(grid image set) -> hidden ReLU -> hidden ReLU -> K ReLU (supplement A).
-
-    Takes padded grid sets (``padded_grid_sets``); also the MAP mode's context network.
-    """
-    return nn.Sequential(
-        SetHotLinear(n_images, hidden), nn.ReLU(),
-        nn.Linear(hidden, hidden), nn.ReLU(),
-        nn.Linear(hidden, K), nn.ReLU(),
-    )
-
-
-def image_encoder(n_images: int, K: int, hidden: int = 200) -> nn.Sequential:
-    """f_ψ: one-hot(image) -> hidden ReLU -> K, linear so coordinates take either sign (supplement A).
-
-    Shared by the CEN and the attribute-blind baselines (Siamese, triplet, CSN),
-    so they differ only in their loss.
-    """
-    return nn.Sequential(OneHotLinear(n_images, hidden), nn.ReLU(), nn.Linear(hidden, K))
 
 
 class CENNetwork(nn.Module):
@@ -121,11 +56,7 @@ class CENNetwork(nn.Module):
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
         self.variant = variant
         # q_φ: one-hot(worker) -> hidden ReLU -> hidden ReLU -> K ReLU
-        self.worker_encoder = None if variant == "context" else nn.Sequential(
-            OneHotLinear(n_workers, hidden), nn.ReLU(),
-            nn.Linear(hidden, hidden), nn.ReLU(),
-            nn.Linear(hidden, K), nn.ReLU(),
-        )
+        self.worker_encoder = None if variant == "context" else worker_encoder(n_workers, K, hidden)
         # p_θ: S-hot(grid image set) -> hidden ReLU -> hidden ReLU -> K ReLU
         self.context_encoder = None if variant == "worker" else context_encoder(n_images, K, hidden)
         self.image_encoder = image_encoder(n_images, K, hidden)
@@ -142,16 +73,6 @@ class CENNetwork(nn.Module):
         """(a, x_i, x_j) for a batch of pairs; both images go through f_ψ in one pass."""
         x_i, x_j = self.image_encoder(torch.cat([i, j])).chunk(2)
         return self.activation(worker, sets), x_i, x_j
-
-
-def padded_grid_sets(data: CrowdData) -> torch.Tensor:
-    """(n_grids, S_max) image codes of each grid's image set, padded with ``n_images``."""
-    counts = data.grid_ptr.diff()
-    rows = torch.repeat_interleave(torch.arange(data.n_grids), counts)
-    cols = torch.arange(len(data.grid_image)) - data.grid_ptr[rows]
-    sets = torch.full((data.n_grids, int(counts.max())), data.n_images, dtype=torch.int64)
-    sets[rows, cols] = data.grid_image
-    return sets
 
 
 class PaperCEN(PairMethod):

@@ -26,28 +26,23 @@ Variants (``variant=``): ``mixture`` a = a^w + a^g (eq. 5), ``worker`` a = a^w
 
 The MAP mode of the continuous variants (``paper_loss=True``) swaps in the
 priors implied by eq. 8, so that with a point-mass guide the negative log
-joint *is* the paper's loss (see ``PaperPrior``).
+joint *is* the paper's loss (``models.cen.priors.PaperPriors``).
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
-import torch.nn.functional as F
 from pyro.nn import PyroModule
-from torch import nn
 
-from cen_bayes.crowd import CrowdData
-from models.distributions import RadialLaplace
-from models.hit_pairs import HitPairs
-from models.energy import GAMMA, XI_N, XI_P, contrastive_energy, same_logit, weighted_norm
-from models.hit_images import HitImages
-from models.paper_cen import context_encoder, padded_grid_sets
-from models.sparse import csr_rows
+from cen_bayes.crowd import CrowdData, Pairs
+from models.cen.hit_images import HitImages
+from models.cen.hit_pairs import HitPairs
+from models.cen.priors import CrowdPriors, PaperPriors
+from models.cen.sparse import csr_rows
+from models.energy import GAMMA, XI_N, XI_P, same_logit, weighted_norm
 
 VARIANTS = ("kind", "choice", "mixture", "worker", "context")
 CHOICE_VARIANTS = ("kind", "choice")  # a per-HIT choice z, summed out
@@ -57,48 +52,6 @@ def choices_beyond_dims(n_columns: int, K: int) -> tuple[str, ...]:
     """Names of a per-HIT choice table's columns after the K dims: ('overall', 'noise') for ``kind``,
     ('noise',) for ``choice``, () for a method that picks a dim only."""
     return ("overall", "noise")[2 - (n_columns - K):] if n_columns > K else ()
-
-
-def worker_prior(tau, alpha=None) -> dist.Distribution:
-    """A worker's activation per dim, Gamma(1 + α, (1 + α)/τ_k): mean τ_k (the crowd's preference),
-    cv 1/√(1 + α); the shape stays ≥ 1 so the density has no spike at 0 (see ``BayesianCEN``).
-    Without α (the choice variant): Exponential(1/τ_k)."""
-    if alpha is None:
-        return dist.Exponential(1.0 / tau)
-    shape = 1.0 + alpha.unsqueeze(-1)
-    return dist.Gamma(shape, shape / tau)
-
-
-@dataclass
-class PaperPrior:
-    """Eq. 8's penalties as priors; summing them over pairs gives per-parameter rates.
-
-    Σ_pairs λ1||a^m||₁ = Σ_w λ1 n_w ||a^w||₁ + Σ_g λ1 n_g ||a^g||₁  (activations are ≥ 0)
-    Σ_pairs λ2(||x_i||₂ + ||x_j||₂) = Σ_i λ2 n_i ||x_i||₂
-    where n_w, n_g, n_i count the training pairs of worker w, grid g, image i.
-    So a^w_wk ~ Exponential(λ1 n_w) and x_i ~ RadialLaplace(λ2 n_i); the
-    context network's output a^g is deterministic (as in the paper) and its
-    penalty enters as a factor.
-    """
-
-    lambda1: float = 5e-6
-    lambda2: float = 1e-3
-
-
-class ContextNet(nn.Module):
-    """Grid features -> positive multiplier of each dimension's activation scale.
-
-    Input: the log standard deviation of the grid's images along each
-    embedding dimension (a dimension along which the grid varies is one a
-    worker can sort by). Shared across grids, so it also scores unseen grids.
-    """
-
-    def __init__(self, K: int, hidden: int = 32):
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(K, hidden), nn.ReLU(), nn.Linear(hidden, K))
-
-    def forward(self, spread: torch.Tensor) -> torch.Tensor:
-        return F.softplus(self.net(torch.log(spread + 1e-3)) + 0.5413)  # softplus(0.5413) = 1
 
 
 class BayesianCEN(PyroModule):
@@ -168,16 +121,16 @@ class BayesianCEN(PyroModule):
 
     def __init__(self, data: CrowdData, train_hits: np.ndarray, K: int = 10, variant: str = "choice",
                  paper_loss: bool = False, gamma: float = GAMMA, xi_p: float = XI_P, xi_n: float = XI_N,
-                 embed_scale: float = 3.0, prior: PaperPrior | None = None):
+                 embed_scale: float = 3.0, priors: CrowdPriors | PaperPriors | None = None):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
-        if paper_loss and variant in CHOICE_VARIANTS:
+        self.priors = priors or (PaperPriors() if paper_loss else CrowdPriors())
+        if self.priors.paper_loss and variant in CHOICE_VARIANTS:
             raise ValueError("the paper's loss exists for the mixture, worker and context variants only")
-        self.K, self.variant, self.paper_loss = K, variant, paper_loss
+        self.K, self.variant = K, variant
         self.overall = variant == "kind"
         self.gamma, self.xi_p, self.xi_n, self.embed_scale = gamma, xi_p, xi_n, embed_scale
-        self.prior = prior or PaperPrior()
         self.n_images, self.n_workers, self.n_grids = data.n_images, data.n_workers, data.n_grids
 
         train_hits = np.asarray(train_hits, dtype=bool)
@@ -201,27 +154,23 @@ class BayesianCEN(PyroModule):
             "member_grid": torch.repeat_interleave(torch.arange(data.n_grids), data.grid_ptr.diff()),
             "zero": torch.zeros(()), "one": torch.ones(()),
         }
-        if paper_loss:  # training-pair counts n_w, n_g, n_i (see PaperPrior)
-            buffers["n_worker"] = torch.bincount(pairs.worker, minlength=data.n_workers).float()
-            buffers["n_grid"] = torch.bincount(pairs.grid, minlength=data.n_grids).float()
-            buffers["n_image"] = (torch.bincount(pairs.i, minlength=data.n_images)
-                                  + torch.bincount(pairs.j, minlength=data.n_images)).float()
         for name, value in buffers.items():
             self.register_buffer(name, value)
-        if self.sums_out_choice:  # each distinct image pair scored once (models.hit_pairs)
+        if self.sums_out_choice:  # each distinct image pair scored once (models.cen.hit_pairs)
             self.hit_pairs = HitPairs(pairs.i, pairs.j, pairs.label, pair_hit, len(hit_codes), data.n_images,
                                       overall=self.overall)
-        else:  # every pair's distance from one batched cdist per step (models.hit_images)
+        else:  # every pair's distance from one batched cdist per step (models.cen.hit_images)
             self.hit_images = HitImages(pairs.i, pairs.j, pair_hit, len(hit_codes), data.n_images)
-        if paper_loss:
-            self.register_buffer("grid_sets", padded_grid_sets(data))
-            self.context_net = context_encoder(data.n_images, K)
-        else:
-            self.context_net = ContextNet(K)
+        self.priors.attach(self, data)  # what its priors need: the context network, pair counts
         self.noise_u = pyro.nn.PyroParam(torch.tensor(1.0), constraint=dist.constraints.positive)
         self.noise_v = pyro.nn.PyroParam(torch.tensor(1.0), constraint=dist.constraints.positive)
 
     # ----- which activations a variant uses -------------------------------------------
+    @property
+    def paper_loss(self) -> bool:
+        """The MAP mode's priors (``PaperPriors``): with a point-mass guide the objective is eq. 8."""
+        return self.priors.paper_loss
+
     @property
     def sums_out_choice(self) -> bool:
         return self.variant in CHOICE_VARIANTS
@@ -234,28 +183,7 @@ class BayesianCEN(PyroModule):
     def uses_context(self) -> bool:
         return self.variant in (*CHOICE_VARIANTS, "mixture", "context")
 
-    # ----- one method per distribution --------------------------------------------------
-    def activation_scale(self) -> torch.Tensor:
-        with pyro.plate("attributes", self.K):
-            return pyro.sample("tau", dist.Exponential(self.one))
-
-    def embeddings(self) -> torch.Tensor:
-        with pyro.plate("images", self.n_images):
-            if self.paper_loss:
-                rate = self.prior.lambda2 * self.n_image.clamp(min=1.0)
-                return pyro.sample("x", RadialLaplace(rate, self.K))
-            return pyro.sample("x", dist.Normal(self.zero, self.embed_scale).expand([self.K]).to_event(1))
-
-    def worker_concentration(self) -> torch.Tensor:
-        return pyro.sample("alpha", dist.Exponential(self.one))
-
-    def worker_activations(self, tau, alpha) -> torch.Tensor:
-        with pyro.plate("workers", self.n_workers):
-            if self.paper_loss:
-                rate = self.prior.lambda1 * self.n_worker.clamp(min=1.0)
-                return pyro.sample("a_w", dist.Exponential(rate.unsqueeze(-1).expand(-1, self.K)).to_event(1))
-            return pyro.sample("a_w", worker_prior(tau, alpha).expand([self.n_workers, self.K]).to_event(1))
-
+    # ----- one method per distribution (the choice's own here, the rest ``self.priors``') --------
     def grid_spread(self, x: torch.Tensor) -> torch.Tensor:
         """Standard deviation of each grid's images along each dimension, (n_grids, K)."""
         members = x[..., self.grid_image, :]
@@ -265,36 +193,6 @@ class BayesianCEN(PyroModule):
         square = x.new_zeros(shape).index_add_(-2, self.member_grid, members ** 2)
         mean = total / size
         return (square / size - mean ** 2).clamp(min=0.0).sqrt()
-
-    def context_scale(self, x, tau) -> torch.Tensor:
-        """τ ⊙ c(x_grid) per grid: the choice variant's a^g, the continuous variants' prior mean of a^g."""
-        return tau * self.context_net(self.grid_spread(x))
-
-    def grid_activations(self, x, tau) -> torch.Tensor:
-        """a^g per grid.
-
-        Continuous variants: a latent per grid whose prior mean is the context
-        network's output. ``choice``: the network's output itself, like the
-        paper's p_θ(s(g)). In the choice variant a free a^g per grid can
-        explain each HIT's attribute on its own when a grid is sorted once
-        (as in the paper's data), so the worker bias stays unlearned and an
-        unseen grid's prior is vague; on simulated celeba (300 steps) held-out
-        accuracy / NLL went from 0.634 / 0.629 with the latent a^g to 0.690 /
-        0.581 with the network alone. The continuous variants do better with
-        the latent (mixture 0.666 against 0.621).
-        """
-        if self.paper_loss:  # deterministic p_θ(g), its L1 penalty a factor (PaperPrior)
-            a_g = self.context_net(self.grid_sets)
-            pyro.factor("a_g_penalty", -self.prior.lambda1 * (self.n_grid * a_g.sum(-1)).sum())
-            return a_g
-        scale = self.context_scale(x, tau)
-        if self.sums_out_choice:  # a^g = τ ⊙ c(x_grid): a network of the grid's contents, as p_θ(s(g)) is
-            return scale
-        with pyro.plate("grids", self.n_grids):
-            return pyro.sample("a_g", dist.Exponential(1.0 / scale).to_event(1))
-
-    def temperature(self) -> torch.Tensor:
-        return pyro.sample("beta", dist.LogNormal(self.zero, self.one))
 
     def overall_share(self) -> torch.Tensor | None:
         return pyro.sample("rho", dist.Beta(self.one, self.one)) if self.overall else None
@@ -308,13 +206,13 @@ class BayesianCEN(PyroModule):
         out of the choice: early in a fit the embedding explains nothing and the flexible noise
         component would claim every HIT, leaving the embedding no gradient, so ``fit_svi`` starts
         with it off (a warm-up)."""
-        tau = None if self.paper_loss else self.activation_scale()
-        x = self.embeddings()
-        learns_alpha = self.variant in ("mixture", "worker") and not self.paper_loss
-        alpha = self.worker_concentration() if learns_alpha else None
-        a_w = self.worker_activations(tau, alpha) if self.uses_worker else None
-        a_g = self.grid_activations(x, tau) if self.uses_context else None
-        beta = None if self.paper_loss else self.temperature()
+        priors = self.priors
+        tau = priors.activation_scale(self)
+        x = priors.embeddings(self)
+        alpha = priors.worker_concentration(self)
+        a_w = priors.worker_activations(self, tau, alpha) if self.uses_worker else None
+        a_g = priors.grid_activations(self, x, tau) if self.uses_context else None
+        beta = priors.temperature(self)
         if self.sums_out_choice:
             rho, eps = self.overall_share(), self.noise_share()
             with pyro.plate("hits", self.n_train_hits, subsample=hits) as h:
@@ -331,11 +229,7 @@ class BayesianCEN(PyroModule):
             d = weighted_norm(self.pair_activation(a_w, a_g, self.pair_worker[pair_index],
                                                    self.pair_grid[pair_index]), diff)
         with pyro.plate("pairs", self.n_train_pairs, subsample=pair_index):
-            if self.paper_loss:
-                pyro.factor("labels", -contrastive_energy(label, d, self.gamma, self.xi_p, self.xi_n))
-            else:
-                logits = same_logit(d, self.gamma, self.xi_p, self.xi_n, beta)
-                pyro.sample("labels", dist.Bernoulli(logits=logits), obs=label)
+            priors.labels(self, label, d, beta)
 
     # ----- pieces shared by training and prediction ---------------------------------------
     def pair_activation(self, a_w, a_g, worker, grid):
@@ -389,3 +283,26 @@ class BayesianCEN(PyroModule):
             noise_ll = torch.full_like(noise_ll, -torch.inf)
         prior = self.choice_log_prior(a_w, a_g, rho, eps, hit_worker, hit_grid)
         return prior + torch.cat([*per_hit, noise_ll.unsqueeze(-1)], -1)
+
+    def pair_same_probability(self, x, a_w, a_g, beta, rho, eps, pairs: Pairs, local, hit_worker, hit_grid,
+                              threshold_scale=None) -> torch.Tensor:
+        """P(same) of each pair of ``pairs`` under one draw of the latents, before any label of its HIT
+        is seen: the likelihood above, marginal over the HIT's choice z for the choice variants.
+
+        ``local`` is each pair's position among the HITs whose ``hit_worker`` and
+        ``hit_grid`` are given. This is what prediction averages over posterior
+        draws (``inference.predict``), so the fit and the prediction read one
+        definition of the likelihood.
+        """
+        diff = x[pairs.i] - x[pairs.j]
+        if self.sums_out_choice:
+            log_prior = self.choice_log_prior(a_w, a_g, rho, eps, hit_worker, hit_grid)[local]
+            logits = [same_logit(diff.abs(), self.gamma, self.xi_p, self.xi_n, beta)]
+            if self.overall:
+                weight = self.choice_weights(a_w, a_g, hit_worker, hit_grid)[local]
+                logits.append(same_logit(weighted_norm(weight.sqrt(), diff), self.gamma, self.xi_p, self.xi_n,
+                                         beta).unsqueeze(-1))
+            noise_same = (self.noise_u / (self.noise_u + self.noise_v)).expand(len(pairs), 1)  # the Beta's mean
+            return (log_prior.exp() * torch.cat([*map(torch.sigmoid, logits), noise_same], -1)).sum(-1)
+        d = weighted_norm(self.pair_activation(a_w, a_g, pairs.worker, pairs.grid), diff)
+        return self.priors.same_probability(self, d, beta, threshold_scale)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.sparse import csr_rows
+from models.cen.sparse import csr_rows
 
 
 class HitImages(nn.Module):

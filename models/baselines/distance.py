@@ -1,8 +1,8 @@
-"""The Siamese baseline (paper §3.2 eq. 2, §4.2), and the scaffolding all three metric baselines share.
+"""What the three metric baselines (Siamese, triplet, CSN) share.
 
 Siamese, triplet and CSN differ only in what they train on (pairs or
 triplets) and their loss; ``DistanceBaseline`` holds the rest once: the
-paper's image encoder f_ψ (``models.paper_cen.image_encoder``), seeded
+paper's image encoder f_ψ (``models.encoders.image_encoder``), seeded
 initialisation, the shared minibatch loop with supplement A's recipe (batch
 100, Adam 1e-3, 20 epochs), chunked distances, and turning a distance into
 a probability.
@@ -30,10 +30,9 @@ from torch import nn
 
 from cen_bayes.crowd import CrowdData, Pairs
 from cen_bayes.splits import Split
-from models.energy import XI_N, fit_threshold_scale
+from models.baselines.point_training import train_minibatch
+from models.encoders import image_encoder
 from models.pair_method import PairMethod
-from models.paper_cen import image_encoder
-from models.point_training import train_minibatch
 
 _EVAL_CHUNK = 1 << 16  # pairs scored per forward pass at prediction / calibration time
 
@@ -129,30 +128,3 @@ class DistanceBaseline(PairMethod):
     def predict(self, data: CrowdData, pairs: Pairs) -> np.ndarray:
         """Hard labels: 1 iff P(same) > 0.5, i.e. d < α/β."""
         return (self.predict_proba(data, pairs) > 0.5).astype(np.int64)
-
-
-class Siamese(DistanceBaseline):
-    """Standard Siamese network (Bromley et al. 1993; paper eq. 2): one notion of similarity for everyone.
-
-    Ignores workers and grids. Per pair, with d = ‖f(i) − f(j)‖₂:
-    L = l·d + (1 − l)·[ξ_n − d]₊ + λ2‖x_i‖₂ + λ2‖x_j‖₂   (eq. 2 plus §3.3's regulariser),
-    ξ_n = 6 and λ2 = 1e-3 as for the CEN (supplement A), so the two differ
-    only by the CEN's attribute weighting, margins and γ. Prediction:
-    same iff d < ξ_n/2, the midpoint of the two targets (0 and ξ_n).
-    """
-
-    name = "siamese"
-
-    def __init__(self, K: int = 10, *, xi_n: float = XI_N, lambda2: float = 1e-3, **kwargs):
-        super().__init__(K, **kwargs)
-        self.xi_n, self.lambda2 = xi_n, lambda2
-
-    def _batch_loss(self, batch: Pairs) -> torch.Tensor:
-        x_i, x_j = self._embed(batch.i, batch.j)
-        d = torch.linalg.vector_norm(x_i - x_j, dim=-1)
-        reg = torch.linalg.vector_norm(x_i, dim=-1) + torch.linalg.vector_norm(x_j, dim=-1)
-        return (batch.label * d + (1 - batch.label) * torch.relu(self.xi_n - d) + self.lambda2 * reg).mean()
-
-    def _calibrate(self, d: np.ndarray, label: np.ndarray) -> tuple[float, float]:
-        s = fit_threshold_scale(0.5 * self.xi_n - d, label)
-        return s * 0.5 * self.xi_n, s

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from cen_bayes.crowd import CrowdData
 from models.pair_method import PairMethod
-from models.paper_cen import PaperCEN
+from models.baselines.paper_cen import PaperCEN
 
 METHODS = ("cen", "bcc", "siamese", "triplet", "csn", "paper-cen", "paper-worker", "paper-context")
 
@@ -34,19 +34,19 @@ def make_method(name: str, data: CrowdData, sim=None, *, K: int = 10, seed: int 
     if name in PAPER_VARIANTS:
         return PaperCEN(PAPER_VARIANTS[name], **common)
     if name == "bcc":
-        from models.bcc import BayesianCrowdClustering
+        from models.baselines.bcc import BayesianCrowdClustering
         return BayesianCrowdClustering(**common)
     if name == "siamese":
-        from models.siamese import Siamese
+        from models.baselines.siamese import Siamese
         return Siamese(**common)
     if name == "triplet":
-        from models.triplet import Triplet
+        from models.baselines.triplet import Triplet
         return Triplet(**common)
     if name == "csn":
         if sim is None:
             raise OracleError("csn is an oracle: it needs the attribute each HIT used, known only for the "
                              "built-in simulated datasets (--dataset)")
         from cen_bayes.datasets import true_hits
-        from models.csn import CSNOracle
+        from models.baselines.csn import CSNOracle
         return CSNOracle(true_hits(sim, data)["attribute"].to_numpy(), **common)
     raise ValueError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
