@@ -253,7 +253,8 @@ class CEN(PairMethod):
     @classmethod
     def load(cls, directory, device: str = "cpu", progress: bool = False) -> "CEN":
         """A model ``save`` wrote: it predicts exactly what the saved one did (on the same device)."""
-        from inference.fit import _load_params, make_guide
+        from inference.fit import make_guide
+        from models.svi_trainer import load_params
 
         directory = Path(directory)
         settings = json.loads((directory / "settings.json").read_text())
@@ -269,7 +270,7 @@ class CEN(PairMethod):
         with cen._own_params():
             cen.guide_ = make_guide(cen.model_, cen.map_mode, cen.seed)
             cen.guide_()  # creates the model's and guide's parameters, which then take the saved values
-            _load_params(state["params"], directory / SAVED_STATE)
+            load_params(state["params"], directory / SAVED_STATE)
         cen._summarise()
         return cen
 

@@ -21,7 +21,7 @@ into the same table; its rejected assignments and unassigned images are left
 out and counted (``n_rejected_assignments``, ``n_unassigned_images``).
 
 Runs are reproducible (same seed, data and device give the same files, bit
-for bit: ``inference.fit.deterministic``). The Bayesian fit saves its state
+for bit: ``models.svi_trainer.deterministic``). The Bayesian fit saves its state
 to ``OUT/checkpoint.pt`` every ``--checkpoint-every`` steps and when stopped
 by Ctrl-C or SIGTERM; ``--resume OUT`` finishes it with the settings saved in
 ``OUT/run.json`` and gives the uninterrupted run's result. Output files are
@@ -51,7 +51,7 @@ from cen_bayes.splits import split_by_grid, unseen_worker_hits
 from inference.arviz_export import inference_data
 from cen_bayes.datasets import true_hits
 from inference.evaluate import Scored, evaluate_method, fit_and_evaluate
-from inference.fit import FitDiverged, deterministic
+from models.svi_trainer import FitDiverged, deterministic
 from inference.select import AUTO, K_CANDIDATES, VARIANT_CANDIDATES
 from inference.tables import embedding_table, hit_table
 from inference.report import write_report

@@ -93,3 +93,32 @@ def test_does_not_clash_with_other_pyro_params(crowd, model):
     np.testing.assert_array_equal(model.predict_proba(data, pairs), before)
     assert pyro.get_param_store()["AutoNormal.locs.x"].shape == (3,)
     pyro.clear_param_store()
+
+
+def test_stopped_fit_resumes_to_the_uninterrupted_result(crowd, tmp_path, monkeypatch):
+    """BCC trains with the CEN's SVI loop (models.svi_trainer): stopped by SIGTERM mid-fit, it keeps a
+    checkpoint, and resuming from it ends where an uninterrupted fit does, minibatch order included."""
+    import os
+    import signal
+
+    from pyro.infer import SVI
+
+    data, split = crowd
+    options = dict(steps=30, batch_size=500, draws=5, seed=3, progress=False)
+    uninterrupted = BayesianCrowdClustering(K, **options).fit(data, split)
+    original, calls = SVI.step, []
+
+    def step(self, *args, **kwargs):
+        loss = original(self, *args, **kwargs)
+        calls.append(1)
+        if len(calls) == 11:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return loss
+    checkpoint = tmp_path / "bcc.pt"
+    with monkeypatch.context() as patch:
+        patch.setattr(SVI, "step", step)
+        stopped = BayesianCrowdClustering(K, checkpoint=checkpoint, **options).fit(data, split)
+    assert stopped.interrupted_ and len(stopped.loss_history_) == 11
+    resumed = BayesianCrowdClustering(K, checkpoint=checkpoint, resume=True, **options).fit(data, split)
+    assert not resumed.interrupted_ and resumed.loss_history_ == uninterrupted.loss_history_
+    np.testing.assert_array_equal(resumed.embedding_, uninterrupted.embedding_)

@@ -17,7 +17,8 @@ from cen_bayes.atomic import atomic_path, write_text
 from cen_bayes.crowd import CrowdData
 from cen_bayes.datasets import load_dataset
 from cen_bayes.splits import split_by_grid
-from inference.fit import FitDiverged, fit_svi
+from inference.fit import fit_svi
+from models.svi_trainer import FitDiverged
 from inference.svi import main
 from models.cen import BayesianCEN
 

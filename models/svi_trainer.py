@@ -1,0 +1,202 @@
+"""The one SVI loop of the project: the Bayesian CEN (``inference.fit``) and BCC
+(``models.baselines.bcc``) both train with it.
+
+It owns what every long fit needs and no model should repeat: minibatches of
+whole units (HITs, or pairs for BCC) from one seeded permutation per epoch,
+ClippedAdam with a step size decaying ×0.1 over the schedule, a progress bar,
+checkpoints of the whole state (parameters, Adam's moments, the random
+generators, the minibatch order) that resume to the same result as an
+uninterrupted run, a clean stop on Ctrl-C / SIGTERM, and a clear error when the
+ELBO or a parameter stops being finite. Parameters are the current Pyro param
+store's, so a caller that keeps its own scope (``ParamStoreDict.scope``) trains
+in it.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+import time
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pyro
+import torch
+from pyro.infer import SVI, TraceMeanField_ELBO
+from tqdm.auto import tqdm
+
+from cen_bayes.atomic import atomic_path
+
+
+@dataclass
+class SVIRun:
+    """What a run of ``run_svi`` did: the loss trace and how it ended."""
+
+    losses: list[float] = field(default_factory=list)  # -ELBO per step, divided by ``loss_scale``
+    seconds: float = 0.0
+    interrupted: bool = False
+    steps: int = 0
+    lr: float = 0.0
+
+
+class FitDiverged(RuntimeError):
+    """The ELBO (or a parameter) became NaN or infinite; the last finite checkpoint is kept."""
+
+
+class StopSignal:
+    """Turn the first SIGINT / SIGTERM into a flag the loop reads between steps.
+
+    A signal that lands inside ``svi.step`` would otherwise leave the
+    parameters half-updated; waiting for the step to end makes the checkpoint
+    a whole step, so resuming repeats the uninterrupted run exactly. A second
+    signal acts as usual (Ctrl-C twice stops at once). Only the main thread
+    can own signal handlers; elsewhere this does nothing.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.received: int | None = None
+        self._previous = {}
+
+    def _handle(self, signum, frame):
+        self.received = signum
+        self._restore()
+
+    def _restore(self):
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {signum: signal.signal(signum, self._handle) for signum in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc):
+        self._restore()
+
+
+@contextmanager
+def deterministic():
+    """Same seed, same data, same device -> the same fit, bit for bit, however many threads.
+
+    On CPU, the backward of a gather (``x[index]``, as in the grid spreads)
+    accumulates with ``index_put_`` across threads in whatever order they
+    finish: measured on retina with 2 threads, two runs agreed in every loss
+    of 20 steps but not in the parameters, and after 500 steps held-out
+    accuracy moved by ~0.01. Torch's deterministic mode picks an ordered
+    implementation; ``warn_only`` keeps an op without one (some CUDA kernels)
+    running, with a warning, rather than failing the fit.
+    """
+    previous = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+
+
+def load_params(saved: dict, checkpoint: Path) -> None:
+    """Copy saved values into the parameters the model and guide already hold.
+
+    In place, not ``ParamStore.set_state``: a plain ``nn.Module`` inside the
+    model (the context network) keeps using its own tensors, which
+    ``set_state`` would replace in the store only, leaving it untrained.
+    """
+    store = dict(pyro.get_param_store().named_parameters())
+    if set(store) != set(saved):
+        raise ValueError(f"{checkpoint} holds the parameters of another model "
+                         f"(differs in {sorted(set(store) ^ set(saved))[:3]})")
+    with torch.no_grad():
+        for name, value in store.items():
+            value.copy_(saved[name])
+
+
+def finite_params() -> bool:
+    return all(bool(torch.isfinite(value).all()) for value in pyro.get_param_store().values())
+
+
+def run_svi(model, guide, *, n_units: int, batch: int | None, steps: int, lr: float, seed: int = 0,
+            loss_scale: float = 1.0, step_args: Callable[[int], tuple] = lambda step: (), desc: str = "SVI",
+            progress: bool = True, checkpoint: str | Path | None = None, resume: bool = False,
+            checkpoint_every: int = 100, device: str | torch.device = "cpu") -> SVIRun:
+    """``steps`` steps of SVI (mean-field ELBO, analytic KLs where they exist) on ``model`` / ``guide``.
+
+    The model is called as ``model(units, *step_args(step))``: ``units`` the
+    indices of this step's minibatch of ``n_units`` (None when ``batch`` is None
+    or covers them all); ``step_args`` lets a model change with the step (the
+    CEN's noise warm-up). The guide's parameters must exist already (call it
+    once), so a resumed run can fill them in place.
+
+    ``checkpoint``: a file that gets the whole state every ``checkpoint_every``
+    steps, at the end and when SIGINT / SIGTERM stops the fit (``interrupted``
+    is then set); ``resume=True`` continues from it. Without a checkpoint,
+    Ctrl-C raises KeyboardInterrupt as usual. A non-finite ELBO or parameter
+    raises ``FitDiverged`` naming the step, without overwriting the last
+    checkpoint. Runs under ``deterministic()``: same seed, same result.
+    """
+    batch = n_units if batch is None else min(batch, n_units)
+    generator = torch.Generator().manual_seed(seed)
+    optim = pyro.optim.ClippedAdam({"lr": lr, "lrd": 0.1 ** (1.0 / max(steps, 1)), "clip_norm": 10.0})
+    svi = SVI(model, guide, optim, loss=TraceMeanField_ELBO())
+    run, step = SVIRun(steps=steps, lr=lr), 0
+    order, cursor = None, n_units  # the epoch's permutation and how far into it the fit is
+    checkpoint = Path(checkpoint) if checkpoint else None
+    if resume and checkpoint and checkpoint.exists():
+        state = torch.load(checkpoint, map_location=device, weights_only=False)
+        if state["steps"] != steps:
+            raise ValueError(f"{checkpoint} belongs to a fit of {state['steps']} steps, not {steps}")
+        load_params(state["params"], checkpoint)
+        optim.set_state(state["optim"])
+        run.losses, step, order, cursor = state["losses"], state["step"], state["order"], state["cursor"]
+        generator.set_state(state["generator"])
+        pyro.util.set_rng_state(state["rng"])
+
+    def save(at_step):
+        if not finite_params():  # never replace a good checkpoint with a diverged one
+            raise FitDiverged(diverged_message(f"a parameter became NaN or infinite by step {at_step}",
+                                               lr, checkpoint))
+        checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(checkpoint) as partial:
+            params = {name: value.detach().clone() for name, value in pyro.get_param_store().named_parameters()}
+            torch.save({"params": params, "optim": optim.get_state(), "losses": run.losses, "step": at_step,
+                        "steps": steps, "order": order, "cursor": cursor, "generator": generator.get_state(),
+                        "rng": pyro.util.get_rng_state()}, partial)
+
+    started = time.perf_counter()
+    bar = tqdm(total=steps, initial=step, desc=desc, disable=not progress, dynamic_ncols=True)
+    with bar, deterministic(), StopSignal() if checkpoint else nullcontext() as stop:
+        while step < steps:
+            units = None
+            if batch < n_units:
+                if cursor + batch > n_units:
+                    order, cursor = torch.randperm(n_units, generator=generator).to(device), 0
+                units, cursor = order[cursor: cursor + batch], cursor + batch
+            loss = svi.step(units, *step_args(step))
+            if not math.isfinite(loss):
+                raise FitDiverged(diverged_message(f"the ELBO became {loss} at step {step + 1}", lr, checkpoint))
+            run.losses.append(loss / loss_scale)
+            step += 1
+            bar.update()
+            if step % 25 == 1:
+                bar.set_postfix(loss=f"{run.losses[-1]:.4f}")
+            if checkpoint and (step % checkpoint_every == 0 or step == steps):
+                save(step)
+            if stop and stop.received is not None and step < steps:
+                run.interrupted = True
+                save(step)
+                bar.write(f"stopped by {signal.Signals(stop.received).name} at step {step} of {steps}; "
+                          f"the checkpoint {checkpoint} resumes it")
+                break
+    run.seconds = time.perf_counter() - started
+    return run
+
+
+def diverged_message(what: str, lr: float, checkpoint: Path | None) -> str:
+    kept = (f"the last good checkpoint is kept in {checkpoint}" if checkpoint and checkpoint.exists()
+            else "no checkpoint was saved before it")
+    return (f"the fit diverged: {what}; try a smaller learning rate (--lr, this fit used {lr:g}); {kept}")
