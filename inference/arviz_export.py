@@ -4,8 +4,9 @@ Groups and dims, all named by the user's own ids:
 
 * posterior: ``x`` (image, attribute); ``a_w`` (worker, attribute) and
   ``worker_share`` = a_w / Σ_k a_w (what the likelihood sees of a worker's
-  bias: the choice variant uses only ratios, so a_w's own scale drifts, to
-  ~1e-12 on retina, and ``az.summary`` of a_w rounds to 0); ``a_g``
+  bias: the choice variant uses only ratios, so a_w's own scale drifts, on
+  retina so far towards 0 that ``az.summary`` of a_w rounds it to 0, as
+  measured in benchmarks/README.md, "Measurements behind the defaults"); ``a_g``
   (grid, attribute; unseen grids drawn from their context prior); ``tau``
   (attribute); ``alpha`` (how alike workers' biases are: a^w ~ Gamma(1 + α, (1 + α)/τ));
   ``beta``; ``eps`` (the crowd's noise share, choice and kind); ``rho`` (kind); ``attribute_used``
@@ -15,17 +16,34 @@ Groups and dims, all named by the user's own ids:
 * posterior_predictive / observed_data: ``label`` (heldout_pair) — predicted
   and observed same/different for every pair of the held-out HITs.
 
-Every group is one chain of all the draws: independent draws from the
-variational guide, not MCMC, so r-hat and ESS do not apply
-(``cen_bayes.posterior``). MAP fits have one draw: only the posterior group.
+MAP fits have one draw: only the posterior group.
+
+Every group holds one chain, shape (1, n_draws, ...). SVI's draws come
+independently from the variational guide: they are not a Markov chain, so
+r-hat and ESS (which compare chains and measure autocorrelation) say nothing
+about them, and splitting the draws into pseudo-chains would only make those
+numbers look meaningful. With one chain ``az.summary`` has no r-hat (NaN,
+with a shape warning), and its ESS of independent draws only restates how
+many there are; ``az.summary(..., kind="stats")`` gives the mean, sd and HDI
+alone. ``az.loo`` (ArviZ 0.23) takes one chain's relative efficiency as 1,
+which is right for independent draws. Whether the guide is a good posterior
+is a question for ``inference.diagnostics`` (ELBO trace, PSIS k-hat), not
+for a chain diagnostic.
+
+The conversion goes through ``az.from_dict``, the one constructor that
+both ArviZ 0.23 (Python 3.11: keyword groups, returns InferenceData) and 1.x
+(one dict of groups, returns a DataTree) have, and lives only here.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import arviz as az
 import numpy as np
 
+from cen_bayes.atomic import atomic_path
 from cen_bayes.crowd import CrowdData, Pairs
-from cen_bayes.posterior import to_inference_data
 from inference import predict
 from models.cen import BayesianCEN, choices_beyond_dims
 
@@ -53,8 +71,35 @@ def inference_data(model: BayesianCEN, draws: list, data: CrowdData, train_hits:
     if len(draws) == 1:  # MAP: a point, no uncertainty to summarise
         return to_inference_data(stacked, coords=coords, dims=dims)
     rng = np.random.default_rng(seed)
-    return to_inference_data(
-        stacked, coords=coords, dims=dims,
-        log_likelihood={"labels": predict.train_hit_log_likelihood(model, draws)},
+    held_out = {} if not len(test_pairs) else dict(  # nothing held out: no predictive group
         posterior_predictive={"label": (rng.random(p_same_draws.shape) < p_same_draws).astype(np.int8)},
         observed_data={"label": test_pairs.label.numpy().astype(np.int8)})
+    return to_inference_data(stacked, coords=coords, dims=dims,
+                             log_likelihood={"labels": predict.train_hit_log_likelihood(model, draws)}, **held_out)
+
+
+def _one_chain(group: dict) -> dict:
+    """(draws, ...) arrays -> (1, draws, ...): one chain of independent draws."""
+    return {name: np.asarray(value)[np.newaxis] for name, value in group.items()}
+
+
+def to_inference_data(posterior: dict, *, coords: dict, dims: dict, observed_data: dict | None = None,
+                      posterior_predictive: dict | None = None, log_likelihood: dict | None = None):
+    """Build InferenceData from draw-first arrays (observed_data: plain arrays), all draws in one chain."""
+    groups = {"posterior": _one_chain(posterior)}
+    if posterior_predictive:
+        groups["posterior_predictive"] = _one_chain(posterior_predictive)
+    if log_likelihood:
+        groups["log_likelihood"] = _one_chain(log_likelihood)
+    if observed_data:
+        groups["observed_data"] = {k: np.asarray(v) for k, v in observed_data.items()}
+    if int(az.__version__.split(".")[0]) >= 1:
+        return az.from_dict(groups, coords=coords, dims=dims)
+    return az.from_dict(**groups, coords=coords, dims=dims)
+
+
+def write_netcdf(idata, path: str | Path) -> Path:
+    """Write to ``path`` through a temporary file, so a killed run never leaves half a file."""
+    with atomic_path(path) as partial:
+        idata.to_netcdf(str(partial))
+    return Path(path)

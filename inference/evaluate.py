@@ -111,24 +111,29 @@ def evaluate_method(method: PairMethod, data: CrowdData, split: Split, sim=None,
     p_attr = method.hit_attribute_probabilities(data, np.arange(data.n_hits))
     metrics = {"method": method.name, "K": int(method.embedding_.shape[1]), "seed": seed,
                "fit_seconds": method.fit_seconds_}
-    return score(metrics, data, split, sim, test_pairs, method.predict_proba(data, test_pairs), method.embedding_,
-                 method.embedding_sd_, p_attr, seed, flag_uncertain=False)
+    p_same = method.predict_proba(data, test_pairs) if len(test_pairs) else np.zeros(0)
+    return score(metrics, data, split, sim, test_pairs, p_same, method.embedding_, method.embedding_sd_, p_attr,
+                 seed, flag_uncertain=False)
 
 
 def score(metrics: dict, data: CrowdData, split: Split, sim, test_pairs: Pairs, p_same: np.ndarray,
           embedding: np.ndarray, embedding_sd: np.ndarray | None, p_attr: np.ndarray | None, seed: int,
           flag_uncertain: bool = True) -> Scored:
-    """Add held-out, retrieval, uncertainty and clustering scores to ``metrics``.
+    """Add held-out, retrieval, uncertainty and clustering scores to ``metrics``; ``heldout`` is None
+    when nothing was held out (``--holdout-frac 0``: a fit of every grid).
 
     ``flag_uncertain=False`` for methods whose p_attr is a hard call (the paper's
     argmax): a one-hot row has no uncertainty to flag.
     """
     K = embedding.shape[1]
-    y = test_pairs.label.numpy()
-    seen = seen_images(data, split.train_hits)
-    metrics.update({"heldout": pair_scores(y, p_same),
-                    **seen_unseen_scores(y, p_same, seen[test_pairs.i.numpy()] & seen[test_pairs.j.numpy()]),
-                    "n_train_hits": int(split.train_hits.sum()), "n_test_hits": int(split.test_hits.sum())})
+    metrics.update({"n_train_hits": int(split.train_hits.sum()), "n_test_hits": int(split.test_hits.sum())})
+    if len(test_pairs):  # fitted on every grid (no hold-out): nothing held out to score
+        y = test_pairs.label.numpy()
+        seen = seen_images(data, split.train_hits)
+        metrics.update({"heldout": pair_scores(y, p_same),
+                        **seen_unseen_scores(y, p_same, seen[test_pairs.i.numpy()] & seen[test_pairs.j.numpy()])})
+    else:
+        metrics["heldout"] = None
     uncertainty = None
     if p_attr is not None:
         retrieval = retrieval_metrics(sim, data, p_attr[:, :K].argmax(1))

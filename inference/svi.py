@@ -46,9 +46,8 @@ from cen_bayes.atomic import write_csv, write_text
 from cen_bayes.crowd import CrowdData, odd_hit_counts
 from cen_bayes.datasets import DATASETS, load_dataset
 from cen_bayes.importers import FORMATS, load_table
-from cen_bayes.posterior import write_netcdf
 from cen_bayes.splits import split_by_grid, unseen_worker_hits
-from inference.arviz_export import inference_data
+from inference.arviz_export import inference_data, write_netcdf
 from cen_bayes.datasets import true_hits
 from inference.evaluate import Scored, evaluate_method, fit_and_evaluate
 from models.svi_trainer import FitDiverged, deterministic
@@ -110,7 +109,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--psis-draws", type=_psis_draws, default=200,
                         help="guide draws for the PSIS k-hat diagnostic (0 skips it, else at least 25)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--holdout-frac", type=_fraction, default=0.15, help="share of grids held out, in [0, 1)")
+    parser.add_argument("--holdout-frac", type=_fraction, default=0.15, help="share of grids held out whole and scored, in [0, 1); 0 fits every grid")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--out", help="output folder (default runs/<dataset>-<time>)")
     parser.add_argument("--resume", metavar="RUN_DIR",
@@ -170,10 +169,10 @@ def run(args) -> dict:
         args.method, data, sim, K=10 if args.K == AUTO else args.K, seed=args.seed, device=args.device,
         progress=not args.no_progress)
     split = split_by_grid(data, args.holdout_frac, seed=args.seed)
-    if not split.test_hits.any():  # nothing to score; say so instead of failing in the metrics
+    if args.holdout_frac > 0 and not split.test_hits.any():  # asked for a hold-out that cannot be made
         raise SystemExit(f"error: {args.data or name}: no held-out grid to score ({data.n_grids} grid(s), "
                          f"--holdout-frac {args.holdout_frac}); holding out whole grids needs at least 2 grids "
-                         "and a fraction > 0")
+                         "(--holdout-frac 0 fits every grid and scores none)")
     out = Path(args.out or f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}")
     out.mkdir(parents=True, exist_ok=True)
     if args.resume:
@@ -263,9 +262,12 @@ def print_summary(metrics: dict, out: Path) -> None:
         candidates = ", ".join(f"{c['variant']} K {c['K']} {c['validation_nll']:.4f}" for c in metrics["selection"])
         rows.append(("model", f"{metrics['variant']}, K = {metrics['K']}, " + (
             f"chosen by validation NLL from {candidates}" if candidates else "no grid left to validate on")))
-    rows += [("held-out accuracy", f"{held['accuracy']:.3f}  (majority {held['majority_accuracy']:.3f})"),
-             ("held-out NLL", f"{held['nll']:.3f}"), ("held-out ECE", f"{held['ece']:.3f}"),
-             ("held-out Brier", f"{held['brier']:.3f}")]
+    if held is None:
+        rows.append(("held-out scores", "none: every grid was fitted (--holdout-frac 0)"))
+    else:
+        rows += [("held-out accuracy", f"{held['accuracy']:.3f}  (majority {held['majority_accuracy']:.3f})"),
+                 ("held-out NLL", f"{held['nll']:.3f}"), ("held-out ECE", f"{held['ece']:.3f}"),
+                 ("held-out Brier", f"{held['brier']:.3f}")]
     parts = [(what, metrics.get(f"heldout_{part}", {}))
              for part, what in (("both_images_seen", "both images seen"), ("an_image_unseen", "an image unseen"))]
     if all(scores.get("n_pairs") for _, scores in parts):  # only when some held-out image was never trained on

@@ -25,7 +25,7 @@ def test_posterior_opens_with_named_dims(run_dir):
     idata = az.from_netcdf(run_dir / "posterior.nc")
     assert {"posterior", "log_likelihood", "posterior_predictive", "observed_data"} <= set(idata.groups())
     post = idata.posterior
-    # SVI's independent draws are one chain, not pseudo-chains for r-hat (cen_bayes.posterior)
+    # SVI's independent draws are one chain, not pseudo-chains for r-hat (inference.arviz_export)
     assert post.sizes["chain"] == 1 and post.sizes["draw"] == 20
     for group in ("log_likelihood", "posterior_predictive"):
         assert idata[group].sizes["chain"] == 1 and idata[group].sizes["draw"] == 20

@@ -42,6 +42,25 @@ def test_cli_writes_the_output_contract(tmp_path, variant):
     assert {p.stem for p in out.glob("*.png")} == (set() if variant == "mixture" else set(FIGURES))
 
 
+def test_cli_holdout_zero_fits_every_grid(tmp_path, capsys):
+    """--holdout-frac 0: every grid trains, nothing is scored, every output but the held-out ones is written."""
+    import arviz as az
+
+    out = tmp_path / "all"
+    main(["--dataset", "tiny", "--variant", "choice", "--K", "4", "--steps", "40", "--draws", "5", "--psis-draws", "0",
+          "--holdout-frac", "0", "--no-progress", "--out", str(out)])
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["heldout"] is None and metrics["n_test_hits"] == 0
+    assert "none: every grid was fitted (--holdout-frac 0)" in capsys.readouterr().out
+    assert set(pd.read_csv(out / "hits.csv").split) == {"train"} and pd.read_csv(out / "heldout_pairs.csv").empty
+    idata = az.from_netcdf(out / "posterior.nc")
+    assert "log_likelihood" in idata.groups() and "posterior_predictive" not in idata.groups()
+    assert (out / "embeddings.csv").exists() and not (out / "reliability.png").exists()
+    main(["--dataset", "tiny", "--method", "siamese", "--K", "4", "--holdout-frac", "0", "--no-progress",
+          "--no-figures", "--out", str(tmp_path / "siamese")])  # the baselines too
+    assert json.loads((tmp_path / "siamese" / "metrics.json").read_text())["heldout"] is None
+
+
 def test_cli_default_chooses_the_variant_and_k_on_validation_grids(tmp_path, capsys):
     main(["--dataset", "tiny", "--steps", "40", "--draws", "5", "--psis-draws", "0", "--no-progress",
           "--no-figures", "--out", str(tmp_path)])
