@@ -183,7 +183,7 @@ class CEN(PairMethod):
 
         self._check_fitted()
         if not hasattr(self, "fit_result_"):
-            raise RuntimeError("a loaded CEN has no fit trace to diagnose; diagnose the fit before saving it")
+            raise RuntimeError("this CEN was saved without its fit trace (by an older version); refit it to diagnose")
         with self._own_params():
             return variational_diagnostics(self.model_, self.guide_, self.fit_result_.losses, self.map_mode,
                                            psis_draws, self.seed)
@@ -246,14 +246,16 @@ class CEN(PairMethod):
         params = {name: value.detach().cpu().clone() for name, value in self._params["params"].items()}
         with atomic_path(directory / SAVED_STATE) as partial:
             torch.save({"params": params, "train_hits": self.split_.train_hits, "test_hits": self.split_.test_hits,
-                        "selection": None if self.selection_ is None else self.selection_.records()}, partial)
+                        "selection": None if self.selection_ is None else self.selection_.records(),
+                        "fit": {name: getattr(self.fit_result_, name)  # the ELBO trace: ``diagnostics`` after load
+                                for name in ("losses", "seconds", "interrupted", "steps", "lr")}}, partial)
         write_text(directory / "settings.json", json.dumps(self.settings(), indent=2))
         return directory
 
     @classmethod
     def load(cls, directory, device: str = "cpu", progress: bool = False) -> "CEN":
         """A model ``save`` wrote: it predicts exactly what the saved one did (on the same device)."""
-        from inference.fit import make_guide
+        from inference.fit import FitResult, make_guide
         from models.svi_trainer import load_params
 
         directory = Path(directory)
@@ -271,6 +273,9 @@ class CEN(PairMethod):
             cen.guide_ = make_guide(cen.model_, cen.map_mode, cen.seed)
             cen.guide_()  # creates the model's and guide's parameters, which then take the saved values
             load_params(state["params"], directory / SAVED_STATE)
+        if state.get("fit"):  # saved by a version that kept the trace
+            cen.fit_result_ = FitResult(guide=cen.guide_, **state["fit"])
+            cen.interrupted_, cen.fit_seconds_ = cen.fit_result_.interrupted, cen.fit_result_.seconds
         cen._summarise()
         return cen
 

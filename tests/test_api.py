@@ -96,6 +96,9 @@ def test_a_saved_model_reloads_to_the_same_predictions(fitted, table, tmp_path):
     np.testing.assert_array_equal(loaded.predict_proba(query(table)), fitted.predict_proba(query(table)))
     pd.testing.assert_frame_equal(loaded.embeddings(), fitted.embeddings())
     pd.testing.assert_frame_equal(loaded.hits(), fitted.hits())
+    # the ELBO trace travels too, so a loaded fit can still be diagnosed
+    assert loaded.fit_result_.losses == fitted.fit_result_.losses
+    assert loaded.diagnostics(psis_draws=0) == fitted.diagnostics(psis_draws=0)
 
 
 def test_cen_is_a_method_like_the_baselines(table):
