@@ -66,17 +66,19 @@ def default_lr(model: BayesianCEN, map_mode: bool) -> float:
     """Adam's starting step (it decays ×0.1 over the fit), tuned on simulated retina/celeba.
 
     The choice variant's embedding moves far from its start (levels end up
-    ξ_n apart), and 500 steps at 0.3 reached what 1800 steps at 0.15 did
-    (retina held-out accuracy 0.72); the continuous variants' per-grid
-    activations diverge at 0.3 (retina mixture 0.54) and are run at 0.1.
-    MAP (a point, no sampling noise) takes 0.3.
+    ξ_n apart), and 500 steps at 0.3 reached the held-out accuracy of 1800
+    steps at 0.15 on retina; the continuous variants' per-grid activations
+    diverge at 0.3 (the retina mixture's held-out accuracy drops) and are run
+    at 0.1. MAP (a point, no sampling noise) takes 0.3. (Measured:
+    benchmarks/README.md, "Measurements behind the defaults".)
     """
     return 0.3 if model.sums_out_choice or map_mode else 0.1
 
 
 def default_steps(map_mode: bool) -> int:
-    """SVI: 500 full-batch steps (retina held-out accuracy within 0.01 of 1800 steps);
-    MAP of the paper's loss: 200 (retina 0.595 held out, where 500 steps gave 0.603)."""
+    """SVI: 500 full-batch steps (on retina, held-out accuracy about that of 1800 steps);
+    MAP of the paper's loss: 200 (on retina, 500 steps gain little held-out accuracy).
+    Measured: benchmarks/README.md, "Measurements behind the defaults"."""
     return 200 if map_mode else 500
 
 

@@ -86,11 +86,12 @@ def deterministic():
 
     On CPU, the backward of a gather (``x[index]``, as in the grid spreads)
     accumulates with ``index_put_`` across threads in whatever order they
-    finish: measured on retina with 2 threads, two runs agreed in every loss
-    of 20 steps but not in the parameters, and after 500 steps held-out
-    accuracy moved by ~0.01. Torch's deterministic mode picks an ordered
-    implementation; ``warn_only`` keeps an op without one (some CUDA kernels)
-    running, with a warning, rather than failing the fit.
+    finish: on retina with 2 threads, two runs agreed in every early loss but
+    not in the parameters, and a full fit's held-out accuracy moved (measured:
+    benchmarks/README.md, "Measurements behind the defaults"). Torch's
+    deterministic mode picks an ordered implementation; ``warn_only`` keeps an
+    op without one (some CUDA kernels) running, with a warning, rather than
+    failing the fit.
     """
     previous = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
     torch.use_deterministic_algorithms(True, warn_only=True)

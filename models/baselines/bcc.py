@@ -43,31 +43,32 @@ class BayesianCrowdClustering(PairMethod):
     the scales of x and W. σ_0 = σ_w = 2 lets one unit-scale dimension give
     logits of ±4 (P ≈ 0.02 / 0.98), which a worker who sorts by one attribute
     needs; σ_τ0 = σ_τ = 2 covers base rates of "same" from ~0.02 to ~0.98.
-    With ~145k pairs they barely matter: on simulated retina (K=10) σ_w of
-    0.3, 0.5, 1 and 2 all gave held-out accuracy 0.654-0.656.
+    With retina's ~145k training pairs they barely matter: held-out accuracy
+    hardly moves as σ_w ranges over an order of magnitude.
 
     Inference. Full-batch SVI (``batch_size=None``), ``steps`` steps of
     ClippedAdam(lr, clip_norm 10) decaying ×0.1 over the fit, by the project's
     one SVI loop (``models.svi_trainer``: progress, ``checkpoint`` / ``resume``,
     a clean stop on Ctrl-C); ``batch_size`` pairs per step (one seeded
     permutation per epoch, the plate rescales the likelihood) for crowds too
-    large for one pass. 400 steps (15-25 s on one CPU thread
-    for retina): the −ELBO per pair is 0.451 at 200 steps, 0.425 at 400 and
-    0.412 at 800, with held-out accuracy 0.669, 0.656, 0.652; lr = 0.1 / 0.02
-    end at 0.415 / 0.460 (held out 0.653 / 0.674), so lr = 0.05 is near the
-    optimum without needing 800 steps. The guide starts
+    large for one pass. 400 steps at lr = 0.05: doubling the steps lowers the
+    −ELBO only a little, and the −ELBO at lr = 0.05 ends close to that at
+    lr = 0.1 and well below that at lr = 0.02, so it is near the optimum
+    without needing 800 steps. The guide starts
     at the spectral embedding of the co-association matrix (``models.spectral``,
     scaled to σ_x), the prior medians elsewhere, scales 0.05. x = 0 is a
     saddle of the bilinear form, so x must not start there; the spectral start
-    costs 0.1 s but ends about where a random N(0, 0.1²) start does (−ELBO
-    0.425 against 0.426, held-out accuracy 0.656 both).
+    is cheap and ends about where a random N(0, 0.1²) start does.
 
     Known weakness, kept because it is the model's: the S(S−1)/2 pairs of a
     HIT (276 for S = 24) come from one grouping but are scored as independent, so the posterior
-    is far too sure and the fit memorises training HITs. On retina, held-out
-    accuracy / NLL is 0.683 / 0.71 after 100 steps and 0.656 / 1.05 after
-    400 (training accuracy 0.86). Stopping early by held-out score would
-    tune on the test split, so the default runs close to convergence.
+    is far too sure and the fit memorises training HITs: on retina, held-out
+    accuracy and NLL get worse from 100 steps to 400, and training accuracy
+    ends far above held-out. Stopping early by held-out score would tune on
+    the test split, so the default runs close to convergence.
+
+    The numbers behind the priors, steps, learning rate, start and memorising
+    above: benchmarks/README.md, "Measurements behind the defaults".
 
     Prediction. P(same) for pair (a, b) of worker j is the posterior
     predictive mean of σ(x_aᵀ W_j x_b + τ_j) over ``draws`` guide draws.

@@ -27,9 +27,10 @@ def _adam(module: nn.Module, lr: float) -> torch.optim.Adam:
     """Adam(lr, betas=(0.9, 0.999)); the fused kernel where this torch has one for the device.
 
     Fused Adam is the same update rule in one kernel per step instead of a
-    Python loop over parameter tensors: for the CEN's small MLPs its step takes
-    0.35 ms instead of 1.6 ms on one CPU thread (torch 2.13), where the whole
-    training step takes about 4 ms. Builds without a fused kernel for the device fall
+    Python loop over parameter tensors: for the CEN's small MLPs the optimiser
+    step is a sizeable part of a training step, and the fused one is several
+    times faster on CPU (measured: benchmarks/README.md, "Measurements behind
+    the defaults"). Builds without a fused kernel for the device fall
     back to the standard implementation.
     """
     params = list(module.parameters())

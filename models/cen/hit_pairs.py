@@ -3,7 +3,8 @@
 The choice variant needs, for every HIT h and dimension k, the sum over h's
 pairs of log P(l_ij | |x_ik − x_jk|). That term depends only on the image pair
 and its label, and a pair of images is labelled in several HITs (on simulated
-retina 146k training pairs are 43k distinct image pairs), so:
+retina the training pairs are several times the distinct image pairs:
+benchmarks/README.md, "Measurements behind the defaults"), so:
 
 1. take the differences x_i − x_j of the distinct image pairs u (a fixed ±1
    sparse matrix times x) and their logits z_uk = logit P(l = 1 | dim k);

@@ -82,10 +82,11 @@ class BayesianCEN(PyroModule):
     says which attributes the crowd favours and α how closely each worker
     follows it; both are learned, and a new worker at predict time is drawn
     from them. α = 0 gives Exponential(1/τ), which the choice variant keeps:
-    there α settled near 0 and still cost accuracy (simulated tiny, 3 fit
-    seeds: held-out 0.75 / 0.76 / 0.85 against 0.87 / 0.86 / 0.80 without it,
-    and a 3-level attribute split over two dims), while on the real ImageNet
-    crowd it helped the worker and mixture variants (benchmarks/README.md).
+    there α settled near 0 and still cost held-out accuracy on most fit seeds
+    of simulated tiny, and split a 3-level attribute over two dims (measured:
+    benchmarks/README.md, "Measurements behind the defaults"), while on the
+    real ImageNet crowd it helped the worker and mixture variants
+    (benchmarks/README.md, "Real crowd partitions").
     The shape stays at or above 1: a learned shape below 1 puts a spike at 0
     in the density that the ELBO chases without bound.
 
