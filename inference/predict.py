@@ -27,7 +27,11 @@ from pyro.infer.autoguide import AutoDelta
 from cen_bayes.crowd import CrowdData, Pairs
 from models.cen import BayesianCEN
 from models.cen.hit_pairs import HitPairs
-from models.energy import fit_threshold_scale, paper_pair_loss, same_logit, weighted_distance
+from models.energy import fit_threshold_scale, paper_pair_loss, weighted_distance
+
+
+# The model's latent sample sites, named as ``Draw``'s fields.
+LATENT_SITES = ("x", "a_w", "a_g", "beta", "eps", "tau", "rho", "alpha")
 
 
 @dataclass
@@ -200,21 +204,21 @@ def attribute_probability_draws(model: BayesianCEN, draws: list[Draw], data: Cro
 def train_hit_log_likelihood(model: BayesianCEN, draws: list[Draw]) -> np.ndarray:
     """(draws, training HITs) log P(labels of HIT h | draw), float64: the unit of ``az.loo``.
 
-    A HIT, not a pair, is the unit: in the choice variant its pairs share one
-    summed-out z, so only the HIT's joint likelihood is defined.
+    The model itself is replayed: conditioned on each draw's latents, its
+    ``labels`` site gives the likelihood it was fitted with. A HIT, not a pair,
+    is the unit: in the choice variants its pairs share one summed-out z, so
+    only the HIT's joint likelihood is defined (the site already holds one
+    term per HIT); for the continuous variants a HIT's is the sum of its pairs'.
     """
     out = []
     for draw in draws:
-        if model.sums_out_choice:
-            log_joint = model.hit_log_joint(draw.x, draw.a_w, draw.a_g, draw.beta, draw.rho, draw.eps,
-                                            model.hit_pairs, None, model.hit_worker, model.hit_grid)
-            out.append(torch.logsumexp(log_joint.double(), -1))
-        else:
-            a = model.pair_activation(draw.a_w, draw.a_g, model.hit_worker, model.hit_grid)
-            logits = same_logit(model.hit_images.distances(draw.x, a), model.gamma, model.xi_p, model.xi_n, draw.beta)
-            pair_ll = F.logsigmoid((2 * model.label.double() - 1) * logits.double())
-            out.append(torch.zeros(model.n_train_hits, dtype=torch.float64, device=pair_ll.device)
-                       .index_add_(0, model.pair_hit, pair_ll))
+        latents = {name: getattr(draw, name) for name in LATENT_SITES if getattr(draw, name) is not None}
+        site = poutine.trace(poutine.condition(model, data=latents)).get_trace().nodes["labels"]
+        log_lik = site["fn"].log_prob(site["value"]).double()
+        if not model.sums_out_choice:
+            log_lik = torch.zeros(model.n_train_hits, dtype=torch.float64, device=log_lik.device).index_add_(
+                0, model.pair_hit, log_lik)
+        out.append(log_lik)
     return torch.stack(out).cpu().numpy()
 
 
