@@ -27,12 +27,20 @@ by Ctrl-C or SIGTERM; ``--resume OUT`` finishes it with the settings saved in
 ``OUT/run.json`` and gives the uninterrupted run's result. Output files are
 written whole or not at all (``cen_bayes.atomic``). A fit whose ELBO turns
 NaN stops with the step and a smaller learning rate to try.
+
+Data-parallel across processes and machines: ``torchrun --nproc-per-node N
+-m inference.svi ...`` (with torchrun's usual rendezvous flags for several
+machines) runs one fit in N processes, each scoring its share of every
+minibatch, gradients all-reduced (``models.svi_trainer``; gloo on CPU, nccl
+on CUDA, one GPU per process); rank 0 alone prints, checkpoints and writes
+the outputs, and ``--resume`` works as for one process.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -40,6 +48,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+import torch.distributed as torch_distributed
 
 from cen_bayes.annotations import AnnotationError
 from cen_bayes.atomic import write_csv, write_text
@@ -50,7 +59,7 @@ from cen_bayes.splits import split_by_grid, unseen_worker_hits
 from inference.arviz_export import inference_data, write_netcdf
 from cen_bayes.datasets import true_hits
 from inference.evaluate import Scored, evaluate_method, fit_and_evaluate
-from models.svi_trainer import FitDiverged, deterministic
+from models.svi_trainer import FitDiverged, deterministic, process_group
 from inference.select import AUTO, K_CANDIDATES, VARIANT_CANDIDATES
 from inference.tables import embedding_table, hit_table
 from inference.report import write_report
@@ -164,49 +173,55 @@ def run(args) -> dict:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("error: --device cuda asked for, but torch sees no CUDA device")
     torch.manual_seed(args.seed)
+    lead = process_group()[0] == 0  # under torchrun every rank fits; rank 0 alone prints and writes
+    say = print if lead else (lambda *_, **__: None)
     data, sim, name, dropped = load(args)
     method = None if args.method == "cen" else make_method(  # first: an oracle without truth stops here
         args.method, data, sim, K=10 if args.K == AUTO else args.K, seed=args.seed, device=args.device,
-        progress=not args.no_progress)
+        progress=not args.no_progress and lead)
     split = split_by_grid(data, args.holdout_frac, seed=args.seed)
     if args.holdout_frac > 0 and not split.test_hits.any():  # asked for a hold-out that cannot be made
         raise SystemExit(f"error: {args.data or name}: no held-out grid to score ({data.n_grids} grid(s), "
                          f"--holdout-frac {args.holdout_frac}); holding out whole grids needs at least 2 grids "
                          "(--holdout-frac 0 fits every grid and scores none)")
-    out = Path(args.out or f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    out.mkdir(parents=True, exist_ok=True)
+    out = shared(Path(args.out or f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}"))  # rank 0's name
+    if lead:
+        out.mkdir(parents=True, exist_ok=True)
     if args.resume:
-        print(f"resuming {out} " + ("from its checkpoint" if (out / "checkpoint.pt").exists()
-                                    else "from the start (it stopped before its first checkpoint)"))
-    else:  # what --resume needs to repeat the same fit
+        say(f"resuming {out} " + ("from its checkpoint" if (out / "checkpoint.pt").exists()
+                                  else "from the start (it stopped before its first checkpoint)"))
+    elif lead:  # what --resume needs to repeat the same fit
         write_text(out / "run.json", json.dumps({**vars(args), "out": str(out.resolve()),
                                                   "data": args.data and str(Path(args.data).resolve())}, indent=2))
     n_train = int(split.pair_masks(data)[0].sum())
-    print(f"{name}: {data.n_images} images, {data.n_workers} workers, {data.n_grids} grids, {data.n_hits} HITs, "
-          f"{len(data.pairs):,} pairs ({n_train:,} for training)")
+    say(f"{name}: {data.n_images} images, {data.n_workers} workers, {data.n_grids} grids, {data.n_hits} HITs, "
+        f"{len(data.pairs):,} pairs ({n_train:,} for training)")
     odd = odd_hit_counts(data)
     if odd["n_one_group_hits"] or odd["n_all_singleton_hits"]:
-        print(f"kept as crowd noise: {odd['n_one_group_hits']} HITs with every image in one group, "
-              f"{odd['n_all_singleton_hits']} with every image alone")
+        say(f"kept as crowd noise: {odd['n_one_group_hits']} HITs with every image in one group, "
+            f"{odd['n_all_singleton_hits']} with every image alone")
     if dropped:
-        print(f"left out on import: {left_out(dropped)}")
+        say(f"left out on import: {left_out(dropped)}")
     unseen = int(unseen_worker_hits(data, split).sum())
     if unseen:
-        print(f"{unseen} held-out HITs are by workers unseen in training: " + unseen_worker_note(args.method))
+        say(f"{unseen} held-out HITs are by workers unseen in training: " + unseen_worker_note(args.method))
     if args.method == "cen":
         result = fit_and_evaluate(data, split, sim, variant=args.variant, K=args.K, map_mode=args.map,
                                   steps=args.steps, lr=args.lr, batch_hits=args.batch_hits, draws=args.draws,
-                                  seed=args.seed, device=args.device, progress=not args.no_progress,
+                                  seed=args.seed, device=args.device, progress=not args.no_progress and lead,
                                   checkpoint=out / "checkpoint.pt", resume=bool(args.resume),
                                   checkpoint_every=args.checkpoint_every, psis_draws=args.psis_draws)
         if result is None:  # stopped by Ctrl-C or SIGTERM; the checkpoint is kept
-            print(f"resume with: python -m inference.svi --resume {out}", file=sys.stderr)
+            say(f"resume with: python -m inference.svi --resume {out}", file=sys.stderr)
             sys.exit(130)
-        write_netcdf(inference_data(result.model, result.draws, data, split.train_hits, result.test_pairs,
-                                    result.p_same_draws, result.p_attr_draws, seed=args.seed), out / "posterior.nc")
+        if lead:
+            write_netcdf(inference_data(result.model, result.draws, data, split.train_hits, result.test_pairs,
+                                        result.p_same_draws, result.p_attr_draws, seed=args.seed), out / "posterior.nc")
     else:
         result = evaluate_method(method, data, split, sim, seed=args.seed)
     metrics = {"dataset": name, **result.metrics, **odd, **dropped, "n_test_hits_unseen_worker": unseen}
+    if not lead:
+        return metrics
     write_outputs(out, data, sim, split, result, metrics)
     print_summary(metrics, out)
     if not args.no_figures:
@@ -309,8 +324,30 @@ def print_summary(metrics: dict, out: Path) -> None:
     print(f"\nwrote {out}/ ({files})")
 
 
+def start_process_group(args) -> None:
+    """Join the process group ``torchrun`` set up (its WORLD_SIZE, RANK, MASTER_ADDR, ... variables):
+    gloo on CPU, nccl on CUDA with one GPU per local rank."""
+    cuda = args.device.startswith("cuda")
+    if cuda:
+        args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+        torch.cuda.set_device(args.device)
+    torch_distributed.init_process_group("nccl" if cuda else "gloo")
+
+
+def shared(value):
+    """Rank 0's ``value`` on every rank (e.g. a run folder named by the time it started)."""
+    if process_group()[1] == 1:
+        return value
+    box = [value]
+    torch_distributed.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
+    parallel = int(os.environ.get("WORLD_SIZE", "1")) > 1  # started by torchrun with several processes
+    if parallel:
+        start_process_group(args)
     try:
         with deterministic():  # every method, not only the Bayesian fit: same seed, same numbers
             run(args)
@@ -318,6 +355,9 @@ def main(argv=None) -> None:
         raise SystemExit(f"error: {err}") from None
     except OSError as err:  # an unreadable or unwritable path, a full disk: the user's to fix, in one line
         raise SystemExit(f"error: {' '.join(str(err).split())}") from None
+    finally:
+        if parallel:
+            torch_distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

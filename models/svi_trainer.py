@@ -10,6 +10,20 @@ uninterrupted run, a clean stop on Ctrl-C / SIGTERM, and a clear error when the
 ELBO or a parameter stops being finite. Parameters are the current Pyro param
 store's, so a caller that keeps its own scope (``ParamStoreDict.scope``) trains
 in it.
+
+**Data-parallel.** Started by ``torchrun`` (a ``torch.distributed`` process
+group initialised, as ``inference.svi`` does), every process runs the same
+loop: the same seeded minibatch order, each process scoring its own share of
+each minibatch (every ``world``-th unit, passed to the model as explicit
+indices, never by plate subsampling, which would draw the same units on every
+rank), gradients summed across processes with each one weighted by its share
+of the minibatch, then the same optimiser step everywhere. The plates scale
+each share's likelihood to the whole data, so the weighted sum is the
+gradient one process would get from the whole minibatch: N processes follow
+the one-process fit, up to the order of floating-point sums. Parameters are
+broadcast from rank 0 before the first step; only rank 0 shows progress and
+writes checkpoints; a stop signal on any rank stops every rank at the same
+step.
 """
 
 from __future__ import annotations
@@ -25,7 +39,10 @@ from typing import Callable
 
 import pyro
 import torch
+import torch.distributed as torch_distributed
+from pyro import poutine
 from pyro.infer import SVI, TraceMeanField_ELBO
+from pyro.infer.util import zero_grads
 from tqdm.auto import tqdm
 
 from cen_bayes.atomic import atomic_path
@@ -121,6 +138,60 @@ def finite_params() -> bool:
     return all(bool(torch.isfinite(value).all()) for value in pyro.get_param_store().values())
 
 
+def process_group() -> tuple[int, int]:
+    """(rank, world size) of this process's ``torch.distributed`` group; (0, 1) outside one."""
+    if torch_distributed.is_available() and torch_distributed.is_initialized():
+        return torch_distributed.get_rank(), torch_distributed.get_world_size()
+    return 0, 1
+
+
+class DataParallelStep:
+    """One SVI step of a data-parallel fit (the module docstring): this rank's share of the minibatch,
+    gradients all-reduced with weights, the same update on every rank."""
+
+    def __init__(self, model, guide, optim, loss, n_units: int, device):
+        self.model, self.guide, self.optim, self.loss = model, guide, optim, loss
+        self.rank, self.world = process_group()
+        self.n_units, self.device = n_units, device
+
+    def params(self) -> list[torch.Tensor]:
+        """Every unconstrained parameter, in the same (name) order on every rank."""
+        return [value for _, value in sorted(pyro.get_param_store().named_parameters())]
+
+    def broadcast(self) -> None:
+        with torch.no_grad():
+            for value in self.params():
+                torch_distributed.broadcast(value.data, src=0)
+
+    def step(self, units, *args) -> float:
+        everything = torch.arange(self.n_units, device=self.device) if units is None else units
+        mine = everything[self.rank::self.world]
+        share = len(mine) / len(everything)
+        with poutine.trace(param_only=True) as capture:
+            loss = self.loss.loss_and_grads(self.model, self.guide, mine, *args)
+        # the parameters this step used (as ``SVI.step`` updates them), in the same order on every rank; one
+        # with no gradient (a term switched off, as the CEN's noise in its warm-up) is left out, as SVI does
+        params = [capture.trace.nodes[name]["value"].unconstrained() for name in sorted(capture.trace.nodes)]
+        with_grad = [value for value in params if value.grad is not None]
+        flat = torch.cat([value.grad.reshape(-1) for value in with_grad]) * share
+        torch_distributed.all_reduce(flat)
+        total = torch.tensor([loss * share], dtype=torch.float64, device=flat.device)
+        torch_distributed.all_reduce(total)
+        offset = 0
+        for value in with_grad:
+            value.grad = flat[offset: offset + value.numel()].view_as(value).clone()
+            offset += value.numel()
+        self.optim(params)
+        zero_grads(params)
+        return float(total.item())
+
+    def any_rank(self, flag: bool) -> bool:
+        """True on every rank when ``flag`` is True on some rank (a stop signal stops them all)."""
+        value = torch.tensor([float(flag)], device=self.device)
+        torch_distributed.all_reduce(value, op=torch_distributed.ReduceOp.MAX)
+        return bool(value.item())
+
+
 def run_svi(model, guide, *, n_units: int, batch: int | None, steps: int, lr: float, seed: int = 0,
             loss_scale: float = 1.0, step_args: Callable[[int], tuple] = lambda step: (), desc: str = "SVI",
             progress: bool = True, checkpoint: str | Path | None = None, resume: bool = False,
@@ -143,7 +214,12 @@ def run_svi(model, guide, *, n_units: int, batch: int | None, steps: int, lr: fl
     batch = n_units if batch is None else min(batch, n_units)
     generator = torch.Generator().manual_seed(seed)
     optim = pyro.optim.ClippedAdam({"lr": lr, "lrd": 0.1 ** (1.0 / max(steps, 1)), "clip_norm": 10.0})
-    svi = SVI(model, guide, optim, loss=TraceMeanField_ELBO())
+    rank, world = process_group()
+    if world > 1:
+        parallel = DataParallelStep(model, guide, optim, TraceMeanField_ELBO(), n_units, device)
+        svi_step = parallel.step
+    else:
+        svi_step = SVI(model, guide, optim, loss=TraceMeanField_ELBO()).step
     run, step = SVIRun(steps=steps, lr=lr), 0
     order, cursor = None, n_units  # the epoch's permutation and how far into it the fit is
     checkpoint = Path(checkpoint) if checkpoint else None
@@ -156,11 +232,15 @@ def run_svi(model, guide, *, n_units: int, batch: int | None, steps: int, lr: fl
         run.losses, step, order, cursor = state["losses"], state["step"], state["order"], state["cursor"]
         generator.set_state(state["generator"])
         pyro.util.set_rng_state(state["rng"])
+    if world > 1:
+        parallel.broadcast()  # identical parameters on every rank, whatever each one started from
 
     def save(at_step):
         if not finite_params():  # never replace a good checkpoint with a diverged one
             raise FitDiverged(diverged_message(f"a parameter became NaN or infinite by step {at_step}",
                                                lr, checkpoint))
+        if rank != 0:  # the ranks hold the same state; one writes it
+            return
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(checkpoint) as partial:
             params = {name: value.detach().clone() for name, value in pyro.get_param_store().named_parameters()}
@@ -169,7 +249,7 @@ def run_svi(model, guide, *, n_units: int, batch: int | None, steps: int, lr: fl
                         "rng": pyro.util.get_rng_state()}, partial)
 
     started = time.perf_counter()
-    bar = tqdm(total=steps, initial=step, desc=desc, disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=steps, initial=step, desc=desc, disable=not progress or rank != 0, dynamic_ncols=True)
     with bar, deterministic(), StopSignal() if checkpoint else nullcontext() as stop:
         while step < steps:
             units = None
@@ -177,7 +257,7 @@ def run_svi(model, guide, *, n_units: int, batch: int | None, steps: int, lr: fl
                 if cursor + batch > n_units:
                     order, cursor = torch.randperm(n_units, generator=generator).to(device), 0
                 units, cursor = order[cursor: cursor + batch], cursor + batch
-            loss = svi.step(units, *step_args(step))
+            loss = svi_step(units, *step_args(step))
             if not math.isfinite(loss):
                 raise FitDiverged(diverged_message(f"the ELBO became {loss} at step {step + 1}", lr, checkpoint))
             run.losses.append(loss / loss_scale)
@@ -187,11 +267,14 @@ def run_svi(model, guide, *, n_units: int, batch: int | None, steps: int, lr: fl
                 bar.set_postfix(loss=f"{run.losses[-1]:.4f}")
             if checkpoint and (step % checkpoint_every == 0 or step == steps):
                 save(step)
-            if stop and stop.received is not None and step < steps:
+            stopping = stop is not None and stop.received is not None
+            if world > 1 and checkpoint:
+                stopping = parallel.any_rank(stopping)
+            if stopping and step < steps:
                 run.interrupted = True
                 save(step)
-                bar.write(f"stopped by {signal.Signals(stop.received).name} at step {step} of {steps}; "
-                          f"the checkpoint {checkpoint} resumes it")
+                how = signal.Signals(stop.received).name if stop.received is not None else "a signal to another rank"
+                bar.write(f"stopped by {how} at step {step} of {steps}; the checkpoint {checkpoint} resumes it")
                 break
     run.seconds = time.perf_counter() - started
     return run

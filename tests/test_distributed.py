@@ -1,0 +1,72 @@
+"""Data-parallel SVI (models.svi_trainer): 2 processes on CPU (gloo) reach the parameters 1 process
+reaches taking the same minibatches."""
+
+import pyro
+import pytest
+import torch
+import torch.distributed as torch_distributed
+import torch.multiprocessing as mp
+
+from cen_bayes.crowd import CrowdData
+from cen_bayes.datasets import load_dataset
+from cen_bayes.splits import split_by_grid
+from inference.fit import fit_svi
+from models.cen import BayesianCEN
+
+FIT = dict(steps=12, batch_hits=16, seed=0, progress=False)
+
+
+def fitted_params(variant: str, **options) -> dict:
+    torch.set_num_threads(1)
+    data = CrowdData.from_source(load_dataset("tiny", seed=0).table)
+    split = split_by_grid(data, 0.15, seed=0)
+    pyro.set_rng_seed(0)
+    model = BayesianCEN(data, split.train_hits, K=4, variant=variant)
+    result = fit_svi(model, **{**FIT, **options})
+    params = {name: value.detach().clone() for name, value in pyro.get_param_store().named_parameters()}
+    return {"params": params, "losses": result.losses}
+
+
+def rank_main(rank: int, world: int, rendezvous: str, out: str, variant: str, options: dict) -> None:
+    torch_distributed.init_process_group("gloo", init_method=rendezvous, rank=rank, world_size=world)
+    try:
+        result = fitted_params(variant, **options)
+        torch.save(result, f"{out}.{rank}")
+    finally:
+        torch_distributed.destroy_process_group()
+
+
+@pytest.mark.parametrize("variant,options", [("choice", {}), ("kind", {"batch_hits": None})])
+def test_two_processes_reach_the_one_process_parameters(tmp_path, variant, options):
+    mp.start_processes(rank_main, args=(2, f"file://{tmp_path / 'rendezvous'}", str(tmp_path / "params"), variant,
+                                        options), nprocs=2, start_method="spawn")
+    alone = fitted_params(variant, **options)
+    ranks = [torch.load(tmp_path / f"params.{rank}", weights_only=False) for rank in range(2)]
+    for name, value in alone["params"].items():
+        assert torch.equal(ranks[0]["params"][name], ranks[1]["params"][name]), name  # the ranks stay identical
+        torch.testing.assert_close(ranks[0]["params"][name], value, rtol=1e-4, atol=1e-5, msg=name)
+    torch.testing.assert_close(torch.tensor(ranks[0]["losses"]), torch.tensor(alone["losses"]), rtol=1e-4, atol=1e-6)
+    assert alone["params"]["AutoNormal.locs.x"].abs().sum() > 0  # the fit moved
+
+
+def test_torchrun_cli_matches_one_process(tmp_path):
+    """``torchrun --nproc-per-node 2 -m inference.svi``: one set of outputs, written by rank 0, with the
+    one-process run's predictions (float tolerance)."""
+    import json
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    common = ["--dataset", "tiny", "--variant", "choice", "--K", "4", "--steps", "30", "--draws", "5",
+              "--psis-draws", "0", "--no-progress", "--no-figures", "--batch-hits", "20"]
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                    "-m", "inference.svi", *common, "--out", str(tmp_path / "two")], check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "inference.svi", *common, "--out", str(tmp_path / "one")], check=True,
+                   capture_output=True)
+    two, one = (json.loads((tmp_path / run / "metrics.json").read_text()) for run in ("two", "one"))
+    assert two["heldout"]["accuracy"] == pytest.approx(one["heldout"]["accuracy"], abs=2e-3)
+    assert two["heldout"]["nll"] == pytest.approx(one["heldout"]["nll"], abs=1e-3)
+    p_two, p_one = (pd.read_csv(tmp_path / run / "heldout_pairs.csv").p_same for run in ("two", "one"))
+    assert (p_two - p_one).abs().max() < 1e-3
+    assert not (tmp_path / "two" / "checkpoint.pt.partial").exists() and (tmp_path / "two" / "checkpoint.pt").exists()
