@@ -12,7 +12,11 @@ Groups and dims, all named by the user's own ids:
   ``beta``; ``eps`` (the crowd's noise share, choice and kind); ``rho`` (kind); ``attribute_used``
   (hit, attribute_or_noise): per draw, P(the HIT used dim k);
 * log_likelihood: ``labels`` (train_hit): each training HIT's joint
-  log-likelihood, so ``az.loo`` is leave-one-HIT-out;
+  log-likelihood, so ``az.loo`` is leave-one-HIT-out; above ``loo_hits``
+  training HITs (the CLI's ``--loo-hits``, default 2000) a seeded random
+  subsample of them, named in the ``train_hit`` coordinate: the elpd estimate
+  from a subsample is unbiased, with a subsampling error that ``az.loo``'s
+  standard error does not include;
 * posterior_predictive / observed_data: ``label`` (heldout_pair) — predicted
   and observed same/different for every pair of the held-out HITs.
 
@@ -41,6 +45,7 @@ from pathlib import Path
 
 import arviz as az
 import numpy as np
+import torch
 
 from cen_bayes.atomic import atomic_path
 from cen_bayes.crowd import CrowdData, Pairs
@@ -48,15 +53,24 @@ from inference import predict
 from models.cen import BayesianCEN, choices_beyond_dims
 
 
+LOO_HITS = 2000  # training HITs whose log-likelihood is exported (a subsample above it; module docstring)
+
+
 def inference_data(model: BayesianCEN, draws: list, data: CrowdData, train_hits: np.ndarray, test_pairs: Pairs,
-                   p_same_draws: np.ndarray, p_attr_draws: np.ndarray, seed: int = 0):
-    """Everything a run knows about its posterior, as InferenceData."""
+                   p_same_draws: np.ndarray, p_attr_draws: np.ndarray, seed: int = 0, loo_hits: int = LOO_HITS,
+                   progress: bool = False):
+    """Everything a run knows about its posterior, as InferenceData; ``loo_hits=0`` leaves out the
+    log-likelihood group."""
     K = model.K
     attributes = [f"dim_{k}" for k in range(K)] + list(choices_beyond_dims(p_attr_draws.shape[-1], K))
     hit_names = (data.hits["worker_id"].astype(str) + "|" + data.hits["grid_id"].astype(str)).to_numpy()
+    n_train = int(train_hits.sum())
+    scored = None  # the training HITs (model numbering) whose log-likelihood is exported; None: all
+    if 0 < loo_hits < n_train:
+        scored = np.sort(np.random.default_rng(seed).choice(n_train, loo_hits, replace=False))
     coords = {"image": np.asarray(data.images, dtype=str), "worker": np.asarray(data.workers, dtype=str),
               "grid": np.asarray(data.grids, dtype=str), "attribute": attributes[:K],
-              "attribute_or_noise": attributes, "hit": hit_names, "train_hit": hit_names[train_hits],
+              "attribute_or_noise": attributes, "hit": hit_names, "train_hit": hit_names[train_hits] if scored is None else hit_names[train_hits][scored],
               "heldout_pair": np.arange(len(test_pairs))}
     dims = {"x": ["image", "attribute"], "a_w": ["worker", "attribute"], "worker_share": ["worker", "attribute"],
             "a_g": ["grid", "attribute"],
@@ -74,8 +88,9 @@ def inference_data(model: BayesianCEN, draws: list, data: CrowdData, train_hits:
     held_out = {} if not len(test_pairs) else dict(  # nothing held out: no predictive group
         posterior_predictive={"label": (rng.random(p_same_draws.shape) < p_same_draws).astype(np.int8)},
         observed_data={"label": test_pairs.label.numpy().astype(np.int8)})
-    return to_inference_data(stacked, coords=coords, dims=dims,
-                             log_likelihood={"labels": predict.train_hit_log_likelihood(model, draws)}, **held_out)
+    log_likelihood = {} if loo_hits == 0 else {"labels": predict.train_hit_log_likelihood(
+        model, draws, None if scored is None else torch.as_tensor(scored, device=model.label.device), progress)}
+    return to_inference_data(stacked, coords=coords, dims=dims, log_likelihood=log_likelihood, **held_out)
 
 
 def _one_chain(group: dict) -> dict:

@@ -23,9 +23,11 @@ import torch
 import torch.nn.functional as F
 from pyro import poutine
 from pyro.infer.autoguide import AutoDelta
+from tqdm.auto import tqdm
 
 from cen_bayes.crowd import CrowdData, Pairs
 from models.cen import BayesianCEN
+from models.cen.sparse import csr_rows
 from models.cen.hit_pairs import HitPairs
 from models.energy import fit_threshold_scale, paper_pair_loss, weighted_distance
 
@@ -201,7 +203,8 @@ def attribute_probability_draws(model: BayesianCEN, draws: list[Draw], data: Cro
 
 
 @torch.no_grad()
-def train_hit_log_likelihood(model: BayesianCEN, draws: list[Draw]) -> np.ndarray:
+def train_hit_log_likelihood(model: BayesianCEN, draws: list[Draw], hits: torch.Tensor | None = None,
+                             progress: bool = False) -> np.ndarray:
     """(draws, training HITs) log P(labels of HIT h | draw), float64: the unit of ``az.loo``.
 
     The model itself is replayed: conditioned on each draw's latents, its
@@ -209,15 +212,26 @@ def train_hit_log_likelihood(model: BayesianCEN, draws: list[Draw]) -> np.ndarra
     is the unit: in the choice variants its pairs share one summed-out z, so
     only the HIT's joint likelihood is defined (the site already holds one
     term per HIT); for the continuous variants a HIT's is the sum of its pairs'.
+    ``hits``: training-HIT indices (the model's own numbering) to score, in that
+    order; None scores them all. The model is called on them alone, so the
+    work per draw follows the subsample, not the data.
     """
+    if model.sums_out_choice:
+        pair_row = None
+    elif hits is None:
+        pair_row = model.pair_hit
+    else:  # the pairs the model scores for ``hits`` (its own csr_rows), each mapped to its HIT's row
+        position = torch.full((model.n_train_hits,), -1, dtype=torch.long, device=hits.device)
+        position[hits] = torch.arange(len(hits), device=hits.device)
+        pair_row = position[model.pair_hit[csr_rows(model.hit_ptr, hits)[0]]]
+    n_rows = model.n_train_hits if hits is None else len(hits)
     out = []
-    for draw in draws:
+    for draw in tqdm(draws, desc="log-likelihood", disable=not progress, leave=False):
         latents = {name: getattr(draw, name) for name in LATENT_SITES if getattr(draw, name) is not None}
-        site = poutine.trace(poutine.condition(model, data=latents)).get_trace().nodes["labels"]
+        site = poutine.trace(poutine.condition(model, data=latents)).get_trace(hits).nodes["labels"]
         log_lik = site["fn"].log_prob(site["value"]).double()
-        if not model.sums_out_choice:
-            log_lik = torch.zeros(model.n_train_hits, dtype=torch.float64, device=log_lik.device).index_add_(
-                0, model.pair_hit, log_lik)
+        if pair_row is not None:
+            log_lik = torch.zeros(n_rows, dtype=torch.float64, device=log_lik.device).index_add_(0, pair_row, log_lik)
         out.append(log_lik)
     return torch.stack(out).cpu().numpy()
 

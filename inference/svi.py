@@ -56,7 +56,7 @@ from cen_bayes.crowd import CrowdData, odd_hit_counts
 from cen_bayes.datasets import DATASETS, load_dataset
 from cen_bayes.importers import FORMATS, load_table
 from cen_bayes.splits import split_by_grid, unseen_worker_hits
-from inference.arviz_export import inference_data, write_netcdf
+from inference.arviz_export import LOO_HITS, inference_data, write_netcdf
 from cen_bayes.datasets import true_hits
 from inference.evaluate import Scored, evaluate_method, fit_and_evaluate
 from models.svi_trainer import FitDiverged, deterministic, process_group
@@ -71,6 +71,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
     return value
 
 
@@ -117,6 +124,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--draws", type=_positive_int, default=100, help="posterior draws for predictions")
     parser.add_argument("--psis-draws", type=_psis_draws, default=200,
                         help="guide draws for the PSIS k-hat diagnostic (0 skips it, else at least 25)")
+    parser.add_argument("--loo-hits", type=_non_negative_int, default=LOO_HITS, metavar="N",
+                        help=f"training HITs whose log-likelihood posterior.nc keeps for az.loo (default {LOO_HITS}; "
+                             "a seeded random subsample of larger crowds; 0 leaves it out)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--holdout-frac", type=_fraction, default=0.15, help="share of grids held out whole and scored, in [0, 1); 0 fits every grid")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -216,7 +226,9 @@ def run(args) -> dict:
             sys.exit(130)
         if lead:
             write_netcdf(inference_data(result.model, result.draws, data, split.train_hits, result.test_pairs,
-                                        result.p_same_draws, result.p_attr_draws, seed=args.seed), out / "posterior.nc")
+                                        result.p_same_draws, result.p_attr_draws, seed=args.seed,
+                                        loo_hits=args.loo_hits, progress=not args.no_progress),
+                         out / "posterior.nc")
     else:
         result = evaluate_method(method, data, split, sim, seed=args.seed)
     metrics = {"dataset": name, **result.metrics, **odd, **dropped, "n_test_hits_unseen_worker": unseen}

@@ -63,3 +63,33 @@ def test_map_run_writes_a_point_posterior(tmp_path):
     assert idata.posterior.sizes["chain"] == 1 and idata.posterior.sizes["draw"] == 1
     assert "log_likelihood" not in idata.groups()
     assert json.loads((tmp_path / "metrics.json").read_text())["map"] is True
+
+
+@pytest.mark.parametrize("variant", ["choice", "worker"])
+def test_a_subsample_of_hits_gets_the_same_log_likelihood(variant):
+    """Large crowds export the log-likelihood of a subsample of training HITs (``--loo-hits``): each
+    subsampled HIT's column is the one the full computation gives it."""
+    import torch
+
+    from cen_bayes import CEN
+    from cen_bayes.datasets import load_dataset
+    from inference.predict import train_hit_log_likelihood
+
+    cen = CEN(K=3, variant=variant, steps=20, draws=3, progress=False).fit(load_dataset("tiny", seed=0).table,
+                                                                         holdout=0.2)
+    hits = torch.tensor([40, 3, 17, 88])
+    with cen._own_params():
+        full = train_hit_log_likelihood(cen.model_, cen.draws_)
+        part = train_hit_log_likelihood(cen.model_, cen.draws_, hits)
+    np.testing.assert_allclose(part, full[:, hits.numpy()], rtol=1e-5)
+
+
+def test_loo_hits_subsamples_the_exported_log_likelihood(tmp_path):
+    main(["--dataset", "tiny", "--variant", "choice", "--K", "3", "--steps", "20", "--draws", "5", "--loo-hits", "30",
+          "--psis-draws", "0", "--no-progress", "--no-figures", "--out", str(tmp_path)])
+    idata = az.from_netcdf(tmp_path / "posterior.nc")
+    names = idata.log_likelihood.coords["train_hit"].values
+    hits = pd.read_csv(tmp_path / "hits.csv")
+    train = (hits.worker_id.astype(str) + "|" + hits.grid_id.astype(str))[hits.split == "train"]
+    assert len(names) == 30 and set(names) <= set(train) and len(set(names)) == 30
+    assert np.isfinite(az.loo(idata).elpd_loo)
