@@ -18,18 +18,41 @@ K-means with 16 clusters and a Dirichlet-process Gaussian mixture, scored
 against the 16 species by multiclass MCC, NMI and matched F1.
 
 Writes ``speed.{csv,md}`` and ``clustering.md``.
+
+**Crowd size** (``--pairs``): the CLI itself (``python -m inference.svi``, as
+a user runs it, ``--variant choice --K 4``, its other defaults) on simulated
+birds-like crowds of about that many pairs (grids of 24; images, workers and
+grids grown together up to the 5,000 images and 2,000 workers of a 36,000-grid
+campaign), in 1 process or under ``torchrun`` with N processes (``--processes``),
+the machine's threads split between them. Each run is timed from the outside
+and its peak resident memory read as the largest of its processes'
+(``RUSAGE_CHILDREN`` of a wrapper that runs only it). Writes
+``scale_pairs.{csv,md,png}``: fit seconds, seconds per epoch (a pass over the
+training HITs), whole-run seconds, peak RSS and held-out accuracy against
+pairs, log-log.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
 from pathlib import Path
 
+import matplotlib
 import pandas as pd
 import torch
 
-from cen_bayes.atomic import write_text
-from benchmarks.runner import ALL_METHODS, Job, add_run_arguments, code_line, machine, run_jobs
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from cen_bayes.atomic import atomic_path, write_csv, write_text  # noqa: E402
+from benchmarks.runner import (ALL_METHODS, Job, add_run_arguments, code_line, code_version,  # noqa: E402
+                               machine, run_jobs)
 
 RECIPE = "paper-cen"
 
@@ -75,15 +98,134 @@ def clustering_report(frame: pd.DataFrame, dataset: str) -> str:
         "matching of clusters to species.", "", table.to_markdown(floatfmt=".3f"), ""])
 
 
+PAIRS_PER_GRID = 276  # a grid of 24 images sorted once
+
+
+def sized_crowd(n_pairs: float, seed: int = 0):
+    """A simulated birds-like crowd of about ``n_pairs`` pairs: grids grow with the pairs, images and
+    workers with them up to a 36,000-grid campaign's 5,000 images and 2,000 workers."""
+    from cen_bayes.datasets import load_dataset
+
+    n_grids = max(int(round(n_pairs / PAIRS_PER_GRID)), 40)
+    n_images = int(min(max(n_grids / 7.2, 300), 5000))
+    n_workers = int(min(max(n_grids / 18, 60), 2000))
+    return load_dataset("birds", seed=seed, n_grids=n_grids, n_images=n_images, n_workers=n_workers,
+                        min_hits_per_worker=min(8, n_grids // n_workers))
+
+
+# A wrapper that runs only its arguments, so its children's peak RSS is theirs alone (KiB on Linux).
+_PEAK = ("import resource, subprocess, sys; code = subprocess.run(sys.argv[1:]).returncode; "
+         "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(code)")
+
+
+def run_cli(table: Path, out: Path, processes: int, threads: int, seed: int, extra: list[str]) -> dict:
+    """One CLI run on ``table``: its metrics.json and outside timings and peak memory."""
+    cli = ["-m", "inference.svi", "--data", str(table), "--variant", "choice", "--K", "4", "--seed", str(seed),
+           "--no-figures", "--no-progress", "--out", str(out), *extra]
+    if processes > 1:
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+                   str(processes), *cli]
+    else:
+        command = [sys.executable, *cli]
+    env = {**os.environ, "OMP_NUM_THREADS": str(max(threads // processes, 1))}
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", _PEAK, *command], env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"the CLI failed on {table} with {processes} process(es):\n{done.stderr[-2000:]}")
+    peak_kib = int(done.stdout.strip().splitlines()[-1])
+    return {"wall_seconds": time.perf_counter() - started, "peak_rss_mb": peak_kib / 1024,
+            "metrics": json.loads((out / "metrics.json").read_text())}
+
+
+def pairs_sweep(sizes: list[float], processes: list[int], seed: int, threads: int, out: Path, extra: list[str],
+                resume: bool = False) -> pd.DataFrame:
+    csv = out / "scale_pairs.csv"
+    rows = pd.read_csv(csv).to_dict("records") if resume and csv.exists() else []
+    done = {(r["target_pairs"], r["processes"]) for r in rows}
+    version = code_version()
+    with tempfile.TemporaryDirectory() as work:
+        for size in sizes:
+            if all((size, n) in done for n in processes):
+                continue
+            sim = sized_crowd(size, seed)
+            table = Path(work) / f"crowd-{size:g}.parquet"
+            sim.table.to_parquet(table, index=False)
+            for n in processes:
+                if (size, n) in done:
+                    continue
+                run = run_cli(table, Path(work) / f"run-{size:g}-{n}", n, threads, seed, extra)
+                m = run["metrics"]
+                epochs = m["steps"] * (m.get("batch_hits") or m["n_train_hits"]) / m["n_train_hits"]
+                rows.append({"target_pairs": size, "pairs": sim.n_pairs, "images": sim.table.image_id.nunique(),
+                             "workers": sim.table.worker_id.nunique(), "hits": len(sim.hits),
+                             "n_train_hits": m["n_train_hits"], "processes": n, "threads": threads,
+                             "steps": m["steps"], "epochs": epochs, "fit_seconds": m["fit_seconds"],
+                             "seconds_per_epoch": m["fit_seconds"] / epochs, "wall_seconds": run["wall_seconds"],
+                             "peak_rss_mb": run["peak_rss_mb"], "accuracy": m["heldout"]["accuracy"],
+                             "nll": m["heldout"]["nll"], "code": version})
+                write_csv(pd.DataFrame(rows), csv, float_format="%.5g")
+                r = rows[-1]
+                print(f"{r['pairs']:,} pairs, {n} process(es): fit {r['fit_seconds']:.1f} s, whole run "
+                      f"{r['wall_seconds']:.1f} s, peak RSS {r['peak_rss_mb']:.0f} MB, held-out accuracy "
+                      f"{r['accuracy']:.3f}", flush=True)
+    return pd.DataFrame(rows)
+
+
+def sweep_report(frame: pd.DataFrame, extra: list[str]) -> str:
+    table = frame.assign(**{
+        "pairs": frame.pairs.map("{:,}".format), "fit s": frame.fit_seconds.map("{:.1f}".format),
+        "s / epoch": frame.seconds_per_epoch.map("{:.2f}".format), "whole run s": frame.wall_seconds.map("{:.1f}".format),
+        "peak RSS MB": frame.peak_rss_mb.map("{:.0f}".format), "held-out acc": frame.accuracy.map("{:.3f}".format)})
+    cols = ["pairs", "images", "workers", "hits", "processes", "steps", "fit s", "s / epoch", "whole run s",
+            "peak RSS MB", "held-out acc"]
+    return "\n".join([
+        "# The CLI on crowds of growing size (`python -m benchmarks.scale --pairs`)", "",
+        f"{machine()}, {code_line(frame)}, {int(frame.threads.iloc[0])} threads split between the processes; "
+        "`python -m inference.svi --variant choice --K 4` with its other defaults"
+        + (f" and `{' '.join(extra)}`" if extra else "") + " on simulated birds-like crowds (grids of 24); "
+        "`torchrun --standalone --nproc-per-node N` for N > 1. Peak RSS is the largest process's; whole-run "
+        "seconds include reading the table, prediction and every output file.", "",
+        table[cols].to_markdown(index=False, disable_numparse=True), "", "![time and memory](scale_pairs.png)", ""])
+
+
+def sweep_plot(frame: pd.DataFrame, path: Path) -> None:
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    for n, part in frame.groupby("processes"):
+        part = part.sort_values("pairs")
+        axes[0].plot(part.pairs, part.fit_seconds, "o-", label=f"{n} process{'es' if n > 1 else ''}: fit")
+        axes[0].plot(part.pairs, part.wall_seconds, "s--", label=f"{n}: whole run", alpha=0.6)
+        axes[1].plot(part.pairs, part.peak_rss_mb, "o-", label=f"{n} process{'es' if n > 1 else ''}")
+    for ax, label in zip(axes, ("seconds", "peak RSS per process, MB")):
+        ax.set(xscale="log", yscale="log", xlabel="pairs", ylabel=label)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as partial:
+        fig.savefig(partial, format="png", dpi=110)
+    plt.close(fig)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.scale", description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", nargs="+", default=["retina", "birds"])
     parser.add_argument("--methods", nargs="+", default=list(ALL_METHODS), choices=ALL_METHODS)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--pairs", nargs="+", type=float,
+                        help="instead of the methods: the CLI on simulated crowds of about this many pairs")
+    parser.add_argument("--processes", nargs="+", type=int, default=[1], help="with --pairs: 1 process, or N "
+                        "under torchrun (the threads split between them)")
+    parser.add_argument("--cli", nargs=argparse.REMAINDER, default=[],
+                        help="with --pairs: further CLI options for every run (last on the line)")
     add_run_arguments(parser, jobs=False)
     args = parser.parse_args(argv)
     out = Path(args.out)
+    if args.pairs:
+        sizes = [2e3] if args.smoke else args.pairs
+        frame = pairs_sweep(sizes, args.processes, args.seed, args.threads, out, args.cli, args.resume)
+        sweep_plot(frame, out / "scale_pairs.png")
+        write_text(out / "scale_pairs.md", sweep_report(frame, args.cli))
+        print(f"wrote {out}/scale_pairs.{{csv,md,png}}")
+        return
     datasets = ["tiny"] if args.smoke else args.datasets
     jobs = [Job(d, args.seed, m, smoke=args.smoke, device=args.device, threads=args.threads)
             for d in datasets for m in args.methods]

@@ -90,7 +90,8 @@ def fit_and_evaluate(data: CrowdData, split: Split, sim=None, *, variant: str = 
     test_pairs = data.pairs.subset(split.pair_masks(data)[1])
     p_same_draws = cen.predict_proba_draws(data, test_pairs)
     metrics = {"method": "cen", "variant": cen.variant_, "map": map_mode, "K": cen.K_, "gamma": gamma,
-               "steps": fit.steps, "lr": fit.lr, "seed": seed, "device": str(model.label.device),
+               "steps": fit.steps, "lr": fit.lr, "batch_hits": batch_hits, "seed": seed,
+               "device": str(model.label.device),
                "fit_seconds": fit.seconds,
                **({"selection": selection.records(), "selection_seconds": float(selection.scores.seconds.sum())}
                   if selection else {}),

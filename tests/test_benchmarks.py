@@ -135,3 +135,13 @@ def test_limit_gap_smoke(tmp_path):
     gap = limit_gap.gaps(frame)
     assert len(gap) == 2 and ((gap.accuracy_limit - gap.accuracy - gap.acc_gap).abs() < 1e-9).all()
     assert "acc gap" in (tmp_path / "limit_gap.md").read_text() and (tmp_path / "limit_gap.png").exists()
+
+
+def test_scale_pairs_smoke(tmp_path):
+    scale.main(["--pairs", "2e3", "--processes", "1", "2", "--threads", "2", "--out", str(tmp_path),
+                "--cli", "--steps", "20", "--draws", "5", "--psis-draws", "0"])
+    frame = pd.read_csv(tmp_path / "scale_pairs.csv")
+    assert sorted(frame.processes) == [1, 2] and (frame.pairs > 5000).all()
+    assert (frame.peak_rss_mb > 50).all() and (frame.wall_seconds > frame.fit_seconds).all()
+    assert frame.accuracy.between(0, 1).all() and (frame.epochs == 20).all()  # full batch: a step is an epoch
+    assert "torchrun" in (tmp_path / "scale_pairs.md").read_text() and (tmp_path / "scale_pairs.png").exists()
