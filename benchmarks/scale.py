@@ -171,7 +171,7 @@ def pairs_sweep(sizes: list[float], processes: list[int], seed: int, threads: in
     return pd.DataFrame(rows)
 
 
-def sweep_report(frame: pd.DataFrame, extra: list[str]) -> str:
+def sweep_report(frame: pd.DataFrame) -> str:
     table = frame.assign(**{
         "pairs": frame.pairs.map("{:,}".format), "fit s": frame.fit_seconds.map("{:.1f}".format),
         "s / epoch": frame.seconds_per_epoch.map("{:.2f}".format), "whole run s": frame.wall_seconds.map("{:.1f}".format),
@@ -181,8 +181,8 @@ def sweep_report(frame: pd.DataFrame, extra: list[str]) -> str:
     return "\n".join([
         "# The CLI on crowds of growing size (`python -m benchmarks.scale --pairs`)", "",
         f"{machine()}, {code_line(frame)}, {int(frame.threads.iloc[0])} threads split between the processes; "
-        "`python -m inference.svi --variant choice --K 4` with its other defaults"
-        + (f" and `{' '.join(extra)}`" if extra else "") + " on simulated birds-like crowds (grids of 24); "
+        "`python -m inference.svi --variant choice --K 4` with its other defaults (the `steps` column says where "
+        "a run was given fewer) on simulated birds-like crowds (grids of 24); "
         "`torchrun --standalone --nproc-per-node N` for N > 1. Peak RSS is the largest process's; whole-run "
         "seconds include reading the table, prediction and every output file.", "",
         table[cols].to_markdown(index=False, disable_numparse=True), "", "![time and memory](scale_pairs.png)", ""])
@@ -223,7 +223,7 @@ def main(argv=None) -> None:
         sizes = [2e3] if args.smoke else args.pairs
         frame = pairs_sweep(sizes, args.processes, args.seed, args.threads, out, args.cli, args.resume)
         sweep_plot(frame, out / "scale_pairs.png")
-        write_text(out / "scale_pairs.md", sweep_report(frame, args.cli))
+        write_text(out / "scale_pairs.md", sweep_report(frame))
         print(f"wrote {out}/scale_pairs.{{csv,md,png}}")
         return
     datasets = ["tiny"] if args.smoke else args.datasets
