@@ -60,7 +60,8 @@ def load_run(run_dir) -> SimpleNamespace:
         metrics=metrics, K=K, order=order, assignment=assignment,
         labels={k: f"dim {k}" + (f"\n{names[k]}" if k in names else "") for k in range(K)},
         hits=_read(run_dir / "hits.csv", _read_csv),
-        pairs=_read(run_dir / "heldout_pairs.csv", _read_csv),
+        pairs=_read(run_dir / "heldout_pairs.parquet", pd.read_parquet) if (run_dir / "heldout_pairs.parquet").exists()
+        else _read(run_dir / "heldout_pairs.csv", _read_csv),
         embeddings=_read(run_dir / "embeddings.csv", _read_csv),
         posterior=idata.posterior if idata is not None else None,
     )
@@ -233,7 +234,7 @@ def retrieval(run) -> plt.Figure:
 def reliability(run) -> plt.Figure:
     """Is P(same) on unseen grids honest? Points on the diagonal are calibrated;
     the histogram shows how many pairs each point rests on."""
-    _need(run.pairs is not None and len(run.pairs), "heldout_pairs.csv missing or empty")
+    _need(run.pairs is not None and len(run.pairs), "heldout_pairs missing or empty")
     table = reliability_table(run.pairs["label"], run.pairs["p_same"])
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(5, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     top.plot([0, 1], [0, 1], "--", color="0.5", label="perfect calibration")

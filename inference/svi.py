@@ -51,7 +51,7 @@ import torch
 import torch.distributed as torch_distributed
 
 from cen_bayes.annotations import AnnotationError
-from cen_bayes.atomic import write_csv, write_text
+from cen_bayes.atomic import atomic_path, write_csv, write_text
 from cen_bayes.crowd import CrowdData, odd_hit_counts
 from cen_bayes.datasets import DATASETS, load_dataset
 from cen_bayes.importers import FORMATS, load_table
@@ -65,6 +65,9 @@ from inference.tables import embedding_table, hit_table
 from inference.report import write_report
 from models.cen import VARIANTS
 from inference.methods import METHODS, OracleError, make_method
+
+
+PARQUET_ABOVE = 1_000_000  # held-out pairs above which heldout_pairs is written as Parquet, not CSV
 
 
 def _positive_int(text: str) -> int:
@@ -257,7 +260,8 @@ def unseen_worker_note(method: str) -> str:
 
 
 def write_outputs(out: Path, data, sim, split, result: Scored, metrics) -> None:
-    """hits.csv, heldout_pairs.csv, embeddings.csv, metrics.json; simulated data add the truth
+    """hits.csv, heldout_pairs.csv (.parquet above ``PARQUET_ABOVE`` pairs), embeddings.csv, metrics.json;
+    simulated data add the truth
     as ``true_*`` columns (HIT attribute and noise kind, image levels) for the figures.
     Attribute-blind methods have no p_attr columns, point estimates no sd columns."""
     test_pairs = result.test_pairs
@@ -267,11 +271,16 @@ def write_outputs(out: Path, data, sim, split, result: Scored, metrics) -> None:
     if truth is not None:
         hits = hits.assign(true_attribute=truth["attribute"], true_noise=truth["noise"])
     write_csv(hits, out / "hits.csv")
-    write_csv(pd.DataFrame({
+    pairs = pd.DataFrame({
         "worker_id": data.workers[test_pairs.worker.numpy()], "grid_id": data.grids[test_pairs.grid.numpy()],
         "image_i": data.images[test_pairs.i.numpy()], "image_j": data.images[test_pairs.j.numpy()],
         "label": test_pairs.label.numpy().astype(int), "p_same": result.p_same,
-    }), out / "heldout_pairs.csv")
+    })
+    if len(pairs) > PARQUET_ABOVE:  # a campaign's held-out pairs: Parquet is a fraction of the CSV's size and time
+        with atomic_path(out / "heldout_pairs.parquet") as partial:
+            pairs.to_parquet(partial, index=False)
+    else:
+        write_csv(pairs, out / "heldout_pairs.csv")
     embedding = embedding_table(data.images, result.embedding, result.embedding_sd)
     if sim is not None:
         levels = sim.image_attributes.set_axis(sim.image_attributes.index.astype(str))[sim.attributes]

@@ -120,3 +120,17 @@ def test_cli_csn_needs_simulated_truth(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         main(["--data", str(data), "--method", "csn", "--out", str(tmp_path / "o")])
     assert "csn is an oracle" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_large_holdout_is_written_as_parquet(tmp_path, monkeypatch):
+    """Above PARQUET_ABOVE held-out pairs the table is Parquet (same columns), and the figures still read it."""
+    import inference.svi as cli
+
+    monkeypatch.setattr(cli, "PARQUET_ABOVE", 10)
+    main(["--dataset", "tiny", "--variant", "choice", "--K", "3", "--steps", "20", "--draws", "5", "--psis-draws", "0",
+          "--no-progress", "--out", str(tmp_path)])
+    pairs = pd.read_parquet(tmp_path / "heldout_pairs.parquet")
+    assert not (tmp_path / "heldout_pairs.csv").exists()
+    assert list(pairs.columns) == ["worker_id", "grid_id", "image_i", "image_j", "label", "p_same"]
+    assert len(pairs) == json.loads((tmp_path / "metrics.json").read_text())["heldout"]["n_pairs"]
+    assert (tmp_path / "reliability.png").exists()
