@@ -149,10 +149,13 @@ class DataParallelStep:
     """One SVI step of a data-parallel fit (the module docstring): this rank's share of the minibatch,
     gradients all-reduced with weights, the same update on every rank."""
 
-    def __init__(self, model, guide, optim, loss, n_units: int, device):
+    def __init__(self, model, guide, optim, loss, n_units: int, batch: int, device):
         self.model, self.guide, self.optim, self.loss = model, guide, optim, loss
         self.rank, self.world = process_group()
         self.n_units, self.device = n_units, device
+        if batch < self.world:
+            raise ValueError(f"a minibatch of {batch} units cannot be shared among {self.world} processes: "
+                             f"give each process at least one (--batch-hits >= {self.world})")
 
     def params(self) -> list[torch.Tensor]:
         """Every unconstrained parameter, in the same (name) order on every rank."""
@@ -216,7 +219,7 @@ def run_svi(model, guide, *, n_units: int, batch: int | None, steps: int, lr: fl
     optim = pyro.optim.ClippedAdam({"lr": lr, "lrd": 0.1 ** (1.0 / max(steps, 1)), "clip_norm": 10.0})
     rank, world = process_group()
     if world > 1:
-        parallel = DataParallelStep(model, guide, optim, TraceMeanField_ELBO(), n_units, device)
+        parallel = DataParallelStep(model, guide, optim, TraceMeanField_ELBO(), n_units, batch, device)
         svi_step = parallel.step
     else:
         svi_step = SVI(model, guide, optim, loss=TraceMeanField_ELBO()).step
