@@ -37,6 +37,7 @@ from cen_bayes.splits import Split, split_by_grid
 from models.cen import CHOICE_VARIANTS, BayesianCEN
 from models.energy import GAMMA
 from models.pair_method import PairMethod
+from models.svi_trainer import process_group
 
 AUTO = "auto"
 SAVED_TABLE, SAVED_STATE = "annotations.parquet", "model.pt"  # what ``save`` writes beside settings.json
@@ -98,20 +99,50 @@ class CEN(PairMethod):
                                      batch_hits=self.batch_hits, gamma=self.gamma)
             self.variant_, self.K_ = self.selection_.variant, self.selection_.K
         self.K_ = int(self.K_)
+        rank, world = process_group()
+        fit_hits, plate_sizes, start_pairs = split.train_hits, None, None
+        if world > 1:  # data-parallel (torchrun): this process fits its shard of the training HITs
+            if split.train_hits.sum() < world:
+                raise ValueError(f"{int(split.train_hits.sum())} training HITs cannot be shared among {world} "
+                                 "processes")
+            fit_hits = np.zeros_like(split.train_hits)
+            fit_hits[np.flatnonzero(split.train_hits)[rank::world]] = True
+            start_pairs = data.pairs.subset(split.pair_masks(data)[0])
+            plate_sizes = (int(split.train_hits.sum()), len(start_pairs))
         pyro.set_rng_seed(self.seed)  # the context network's initial weights come from torch's global generator
-        self.model_ = BayesianCEN(data, split.train_hits, K=self.K_, variant=self.variant_,
-                                  paper_loss=self.map_mode and self.variant_ not in CHOICE_VARIANTS, gamma=self.gamma)
+        self.model_ = self._model(data, fit_hits, plate_sizes)
         with self._own_params():
             self.fit_result_ = fit_svi(self.model_, map_mode=self.map_mode, steps=self.steps, lr=self.lr,
                                        batch_hits=self.batch_hits, seed=self.seed, device=self.device,
                                        progress=self.progress, checkpoint=self.checkpoint, resume=self.resume,
-                                       checkpoint_every=self.checkpoint_every)
+                                       checkpoint_every=self.checkpoint_every, start_pairs=start_pairs,
+                                       sharded=world > 1)
+            if world > 1 and not self.fit_result_.interrupted:  # predictions read the whole training set
+                self.model_, self.fit_result_.guide = self._with_params(self._model(data, split.train_hits))
         self.guide_ = self.fit_result_.guide
         self.interrupted_ = self.fit_result_.interrupted
         self.fit_seconds_ = self.fit_result_.seconds
         if not self.interrupted_:
             self._summarise()
         return self
+
+    def _model(self, data: CrowdData, train_hits: np.ndarray, plate_sizes=None) -> BayesianCEN:
+        return BayesianCEN(data, train_hits, K=self.K_, variant=self.variant_, gamma=self.gamma,
+                           paper_loss=self.map_mode and self.variant_ not in CHOICE_VARIANTS,
+                           plate_sizes=plate_sizes).to(self.device)
+
+    def _with_params(self, model: BayesianCEN):
+        """(``model``, a guide for it) holding the parameters now in this CEN's store, e.g. those a
+        shard's model was fitted with: the names and shapes are the same, only the pairs held differ."""
+        from inference.fit import make_guide
+        from models.svi_trainer import load_params
+
+        trained = {name: value.detach().clone() for name, value in pyro.get_param_store().named_parameters()}
+        pyro.clear_param_store()
+        guide = make_guide(model, self.map_mode, self.seed)
+        guide()  # creates the parameters, which then take the trained values
+        load_params(trained, Path("the fitted parameters"))
+        return model, guide
 
     def _summarise(self) -> None:
         """The fixed posterior draws every output reads, and the summaries the PairMethod interface exposes."""
@@ -266,9 +297,7 @@ class CEN(PairMethod):
         cen.data_ = CrowdData.from_source(directory / SAVED_TABLE)
         cen.split_ = Split(train_hits=state["train_hits"], test_hits=state["test_hits"])
         pyro.set_rng_seed(cen.seed)
-        cen.model_ = BayesianCEN(cen.data_, cen.split_.train_hits, K=cen.K_, variant=cen.variant_,
-                                 paper_loss=cen.map_mode and cen.variant_ not in CHOICE_VARIANTS, gamma=cen.gamma)
-        cen.model_.to(device)
+        cen.model_ = cen._model(cen.data_, cen.split_.train_hits)
         with cen._own_params():
             cen.guide_ = make_guide(cen.model_, cen.map_mode, cen.seed)
             cen.guide_()  # creates the model's and guide's parameters, which then take the saved values

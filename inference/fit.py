@@ -39,12 +39,14 @@ class FitResult:
     lr: float = 0.0
 
 
-def _initialiser(model: BayesianCEN, seed: int):
+def _initialiser(model: BayesianCEN, seed: int, start_pairs: Pairs | None = None):
     """init_loc_fn: embeddings at the spectral start (``models.spectral``), scaled to the
     prior's spread; activations at their prior medians, or, for the paper's nearly flat
-    priors (tiny λ's), at moderate values like a fresh network's output."""
-    pairs = Pairs(worker=model.pair_worker, grid=model.pair_grid, hit=model.pair_hit,
-                  i=model.pair_i, j=model.pair_j, label=model.label)
+    priors (tiny λ's), at moderate values like a fresh network's output. ``start_pairs``: the pairs
+    the spectral start reads (default the model's own; a shard's model is given all training pairs,
+    so every process starts where one process would)."""
+    pairs = start_pairs or Pairs(worker=model.pair_worker, grid=model.pair_grid, hit=model.pair_hit,
+                                 i=model.pair_i, j=model.pair_j, label=model.label)
     start = torch.as_tensor(spectral_init(pairs, model.n_images, model.K, seed), dtype=torch.float32)
 
     def init(site):
@@ -55,8 +57,8 @@ def _initialiser(model: BayesianCEN, seed: int):
     return init
 
 
-def make_guide(model: BayesianCEN, map_mode: bool, seed: int = 0) -> torch.nn.Module:
-    init = _initialiser(model, seed)
+def make_guide(model: BayesianCEN, map_mode: bool, seed: int = 0, start_pairs: Pairs | None = None) -> torch.nn.Module:
+    init = _initialiser(model, seed, start_pairs)
     if map_mode:
         return AutoDelta(model, init_loc_fn=init)
     return AutoNormal(model, init_loc_fn=init, init_scale=0.05)
@@ -85,7 +87,7 @@ def default_steps(map_mode: bool) -> int:
 def fit_svi(model: BayesianCEN, *, map_mode: bool = False, steps: int | None = None, lr: float | None = None,
             batch_hits: int | None = None, seed: int = 0, device: str = "cpu", progress: bool = True,
             checkpoint: str | Path | None = None, resume: bool = False, checkpoint_every: int = 100,
-            noise_warmup: float = 0.8) -> FitResult:
+            noise_warmup: float = 0.8, start_pairs: Pairs | None = None, sharded: bool = False) -> FitResult:
     """Run SVI (``models.svi_trainer.run_svi``); returns the guide and the loss trace. Same code on CPU and GPU.
 
     ``checkpoint`` / ``resume``: the whole fit state, saved as it goes and on
@@ -97,18 +99,23 @@ def fit_svi(model: BayesianCEN, *, map_mode: bool = False, steps: int | None = N
     component switched off. At the start the embedding explains no HIT better
     than the exchangeable noise model does, so with noise on from step 0 most
     HITs go to noise and the embedding gets almost no gradient (benchmarks/README.md).
+
+    ``sharded``: ``model`` holds this process's shard of a data-parallel fit (its ``plate_sizes``
+    the whole training set's); ``batch_hits`` stays the whole minibatch, shared among the processes.
     """
     pyro.clear_param_store()
     pyro.set_rng_seed(seed)
     model.to(device)
-    guide = make_guide(model, map_mode, seed)
+    guide = make_guide(model, map_mode, seed, start_pairs)
     n_hits = model.n_train_hits
+    if sharded and batch_hits is not None:  # this process's part of the whole minibatch
+        batch_hits = max(1, round(batch_hits * n_hits / model.plate_hits))
     batch = n_hits if batch_hits is None else min(batch_hits, n_hits)
     guide(torch.arange(n_hits, device=device) if batch < n_hits else None)  # guide parameters on the device
     lr = default_lr(model, map_mode) if lr is None else lr
     steps = default_steps(map_mode) if steps is None else steps
     run = run_svi(model, guide, n_units=n_hits, batch=batch, steps=steps, lr=lr, seed=seed,
-                  loss_scale=model.n_train_pairs, step_args=lambda step: (step >= noise_warmup * steps,),
+                  loss_scale=model.plate_pairs, step_args=lambda step: (step >= noise_warmup * steps,), sharded=sharded,
                   desc="MAP" if map_mode else "SVI", progress=progress, checkpoint=checkpoint, resume=resume,
                   checkpoint_every=checkpoint_every, device=device)
     return FitResult(guide=guide, losses=run.losses, seconds=run.seconds, interrupted=run.interrupted,

@@ -149,11 +149,11 @@ class DataParallelStep:
     """One SVI step of a data-parallel fit (the module docstring): this rank's share of the minibatch,
     gradients all-reduced with weights, the same update on every rank."""
 
-    def __init__(self, model, guide, optim, loss, n_units: int, batch: int, device):
+    def __init__(self, model, guide, optim, loss, n_units: int, batch: int, device, sharded: bool = False):
         self.model, self.guide, self.optim, self.loss = model, guide, optim, loss
         self.rank, self.world = process_group()
-        self.n_units, self.device = n_units, device
-        if batch < self.world:
+        self.n_units, self.device, self.sharded = n_units, device, sharded
+        if not sharded and batch < self.world:
             raise ValueError(f"a minibatch of {batch} units cannot be shared among {self.world} processes: "
                              f"give each process at least one (--batch-hits >= {self.world})")
 
@@ -168,8 +168,14 @@ class DataParallelStep:
 
     def step(self, units, *args) -> float:
         everything = torch.arange(self.n_units, device=self.device) if units is None else units
-        mine = everything[self.rank::self.world]
-        share = len(mine) / len(everything)
+        if self.sharded:  # the units are this rank's own; its share is of all ranks' units this step
+            mine = everything
+            count = torch.tensor([float(len(mine))], device=self.device)
+            torch_distributed.all_reduce(count)
+            share = len(mine) / count.item()
+        else:  # every rank holds every unit and takes every world-th of the minibatch
+            mine = everything[self.rank::self.world]
+            share = len(mine) / len(everything)
         with poutine.trace(param_only=True) as capture:
             loss = self.loss.loss_and_grads(self.model, self.guide, mine, *args)
         # the parameters this step used (as ``SVI.step`` updates them), in the same order on every rank; one
@@ -198,7 +204,7 @@ class DataParallelStep:
 def run_svi(model, guide, *, n_units: int, batch: int | None, steps: int, lr: float, seed: int = 0,
             loss_scale: float = 1.0, step_args: Callable[[int], tuple] = lambda step: (), desc: str = "SVI",
             progress: bool = True, checkpoint: str | Path | None = None, resume: bool = False,
-            checkpoint_every: int = 100, device: str | torch.device = "cpu") -> SVIRun:
+            checkpoint_every: int = 100, device: str | torch.device = "cpu", sharded: bool = False) -> SVIRun:
     """``steps`` steps of SVI (mean-field ELBO, analytic KLs where they exist) on ``model`` / ``guide``.
 
     The model is called as ``model(units, *step_args(step))``: ``units`` the
@@ -213,13 +219,20 @@ def run_svi(model, guide, *, n_units: int, batch: int | None, steps: int, lr: fl
     Ctrl-C raises KeyboardInterrupt as usual. A non-finite ELBO or parameter
     raises ``FitDiverged`` naming the step, without overwriting the last
     checkpoint. Runs under ``deterministic()``: same seed, same result.
+
+    ``sharded`` (data-parallel only): each process's model holds its own shard of
+    the units (``n_units`` and ``batch`` are this process's), with plates sized
+    to the whole data; each process draws its own minibatches from its shard, and
+    a process's gradient weighs by its share of all the units scored in the step.
+    Every process saves its own minibatch order beside the checkpoint
+    (``<checkpoint>.rank<r>``), so a resumed fit continues each shard where it was.
     """
     batch = n_units if batch is None else min(batch, n_units)
     generator = torch.Generator().manual_seed(seed)
     optim = pyro.optim.ClippedAdam({"lr": lr, "lrd": 0.1 ** (1.0 / max(steps, 1)), "clip_norm": 10.0})
     rank, world = process_group()
     if world > 1:
-        parallel = DataParallelStep(model, guide, optim, TraceMeanField_ELBO(), n_units, batch, device)
+        parallel = DataParallelStep(model, guide, optim, TraceMeanField_ELBO(), n_units, batch, device, sharded)
         svi_step = parallel.step
     else:
         svi_step = SVI(model, guide, optim, loss=TraceMeanField_ELBO()).step
@@ -235,6 +248,10 @@ def run_svi(model, guide, *, n_units: int, batch: int | None, steps: int, lr: fl
         run.losses, step, order, cursor = state["losses"], state["step"], state["order"], state["cursor"]
         generator.set_state(state["generator"])
         pyro.util.set_rng_state(state["rng"])
+        if sharded and rank > 0:  # this shard's own minibatch order
+            own = torch.load(_rank_file(checkpoint, rank), map_location=device, weights_only=False)
+            order, cursor = own["order"], own["cursor"]
+            generator.set_state(own["generator"])
     if world > 1:
         parallel.broadcast()  # identical parameters on every rank, whatever each one started from
 
@@ -242,7 +259,11 @@ def run_svi(model, guide, *, n_units: int, batch: int | None, steps: int, lr: fl
         if not finite_params():  # never replace a good checkpoint with a diverged one
             raise FitDiverged(diverged_message(f"a parameter became NaN or infinite by step {at_step}",
                                                lr, checkpoint))
-        if rank != 0:  # the ranks hold the same state; one writes it
+        if rank != 0:  # the ranks hold the same parameters; one writes them, a shard's rank its own order
+            if sharded:
+                checkpoint.parent.mkdir(parents=True, exist_ok=True)
+                with atomic_path(_rank_file(checkpoint, rank)) as partial:
+                    torch.save({"order": order, "cursor": cursor, "generator": generator.get_state()}, partial)
             return
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(checkpoint) as partial:
@@ -281,6 +302,10 @@ def run_svi(model, guide, *, n_units: int, batch: int | None, steps: int, lr: fl
                 break
     run.seconds = time.perf_counter() - started
     return run
+
+
+def _rank_file(checkpoint: Path, rank: int) -> Path:
+    return checkpoint.with_name(f"{checkpoint.name}.rank{rank}")
 
 
 def diverged_message(what: str, lr: float, checkpoint: Path | None) -> str:

@@ -1,5 +1,5 @@
 """Data-parallel SVI (models.svi_trainer): 2 processes on CPU (gloo) reach the parameters 1 process
-reaches taking the same minibatches."""
+reaches taking the same minibatches, whether every process holds every HIT or (``CEN``) only its shard."""
 
 import pyro
 import pytest
@@ -49,9 +49,57 @@ def test_two_processes_reach_the_one_process_parameters(tmp_path, variant, optio
     assert alone["params"]["AutoNormal.locs.x"].abs().sum() > 0  # the fit moved
 
 
+def cen_fit(options: dict) -> dict:
+    from cen_bayes import CEN
+
+    torch.set_num_threads(1)
+    data = CrowdData.from_source(load_dataset("tiny", seed=0).table)
+    split = split_by_grid(data, 0.15, seed=0)
+    cen = CEN(K=4, seed=0, progress=False, draws=5, **options).fit(data, split)
+    test = data.pairs.subset(split.pair_masks(data)[1])
+    with cen._own_params():
+        params = {name: value.detach().clone() for name, value in pyro.get_param_store().named_parameters()}
+    return {"params": params, "p_same": cen.predict_proba(data, test), "losses": cen.fit_result_.losses,
+            "shard_hits": None}
+
+
+def cen_rank_main(rank: int, world: int, rendezvous: str, out: str, options: dict) -> None:
+    torch_distributed.init_process_group("gloo", init_method=rendezvous, rank=rank, world_size=world)
+    try:
+        torch.save(cen_fit(options), f"{out}.{rank}")
+    finally:
+        torch_distributed.destroy_process_group()
+
+
+@pytest.mark.parametrize("options", [dict(variant="choice", steps=12), dict(variant="kind", steps=12)])
+def test_sharded_cen_matches_one_process_full_batch(tmp_path, options):
+    """Under torchrun each CEN process fits only its shard of the training HITs, its plates scaled to the
+    whole set; full batch, the weighted gradients are the one-process gradient, so the fits agree."""
+    mp.start_processes(cen_rank_main, args=(2, f"file://{tmp_path / 'rendezvous'}", str(tmp_path / "fit"), options),
+                       nprocs=2, start_method="spawn")
+    alone = cen_fit(options)
+    ranks = [torch.load(tmp_path / f"fit.{rank}", weights_only=False) for rank in range(2)]
+    for name, value in alone["params"].items():
+        assert torch.equal(ranks[0]["params"][name], ranks[1]["params"][name]), name
+        torch.testing.assert_close(ranks[0]["params"][name], value, rtol=1e-4, atol=1e-5, msg=name)
+    torch.testing.assert_close(torch.tensor(ranks[0]["losses"]), torch.tensor(alone["losses"]), rtol=1e-4, atol=1e-6)
+    assert abs(ranks[0]["p_same"] - alone["p_same"]).max() < 1e-4
+
+
+def test_sharded_minibatches_keep_the_ranks_identical(tmp_path):
+    """With minibatches each shard draws its own; the ranks still take the same steps."""
+    options = dict(variant="choice", steps=15, batch_hits=30)
+    mp.start_processes(cen_rank_main, args=(2, f"file://{tmp_path / 'rendezvous'}", str(tmp_path / "fit"), options),
+                       nprocs=2, start_method="spawn")
+    ranks = [torch.load(tmp_path / f"fit.{rank}", weights_only=False) for rank in range(2)]
+    for name, value in ranks[0]["params"].items():
+        assert torch.equal(value, ranks[1]["params"][name]), name
+    assert ranks[0]["losses"] == ranks[1]["losses"]
+
+
 def test_torchrun_cli_matches_one_process(tmp_path):
     """``torchrun --nproc-per-node 2 -m inference.svi``: one set of outputs, written by rank 0, with the
-    one-process run's predictions (float tolerance)."""
+    one-process run's predictions (full batch; float tolerance)."""
     import json
     import subprocess
     import sys
@@ -59,7 +107,7 @@ def test_torchrun_cli_matches_one_process(tmp_path):
     import pandas as pd
 
     common = ["--dataset", "tiny", "--variant", "choice", "--K", "4", "--steps", "30", "--draws", "5",
-              "--psis-draws", "0", "--no-progress", "--no-figures", "--batch-hits", "20"]
+              "--psis-draws", "0", "--no-progress", "--no-figures"]
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                     "-m", "inference.svi", *common, "--out", str(tmp_path / "two")], check=True, capture_output=True)
     subprocess.run([sys.executable, "-m", "inference.svi", *common, "--out", str(tmp_path / "one")], check=True,

@@ -117,12 +117,16 @@ class BayesianCEN(PyroModule):
     decides per crowd (measurements in benchmarks/README.md, "Sorting by kind").
 
     The model holds the training pairs as buffers; ``forward(hits)`` scores a
-    minibatch of training HITs (all when ``hits`` is None).
+    minibatch of training HITs (all when ``hits`` is None). In a data-parallel
+    fit each process's model holds its shard of the training HITs and
+    ``plate_sizes`` gives the whole training set's HIT and pair counts, so each
+    shard's likelihood is scaled to the whole (``models.svi_trainer``).
     """
 
     def __init__(self, data: CrowdData, train_hits: np.ndarray, K: int = 10, variant: str = "choice",
                  paper_loss: bool = False, gamma: float = GAMMA, xi_p: float = XI_P, xi_n: float = XI_N,
-                 embed_scale: float = 3.0, priors: CrowdPriors | PaperPriors | None = None):
+                 embed_scale: float = 3.0, priors: CrowdPriors | PaperPriors | None = None,
+                 plate_sizes: tuple[int, int] | None = None):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
@@ -144,6 +148,9 @@ class BayesianCEN(PyroModule):
         pair_hit = local[pairs.hit]
         counts = torch.bincount(pair_hit, minlength=len(hit_codes))
         self.n_train_hits, self.n_train_pairs = len(hit_codes), len(pairs)
+        # the sizes the likelihood's plates declare: the HITs and pairs held here, unless this model holds one
+        # process's shard of a data-parallel fit, whose plates scale it to the whole training set
+        self.plate_hits, self.plate_pairs = plate_sizes or (self.n_train_hits, self.n_train_pairs)
 
         buffers = {
             "pair_i": pairs.i, "pair_j": pairs.j, "pair_worker": pairs.worker, "pair_grid": pairs.grid,
@@ -207,6 +214,8 @@ class BayesianCEN(PyroModule):
         out of the choice: early in a fit the embedding explains nothing and the flexible noise
         component would claim every HIT, leaving the embedding no gradient, so ``fit_svi`` starts
         with it off (a warm-up)."""
+        if hits is None and self.plate_hits != self.n_train_hits:  # a shard: all its HITs, scaled to the whole
+            hits = torch.arange(self.n_train_hits, device=self.label.device)
         priors = self.priors
         tau = priors.activation_scale(self)
         x = priors.embeddings(self)
@@ -216,7 +225,7 @@ class BayesianCEN(PyroModule):
         beta = priors.temperature(self)
         if self.sums_out_choice:
             rho, eps = self.overall_share(), self.noise_share()
-            with pyro.plate("hits", self.n_train_hits, subsample=hits) as h:
+            with pyro.plate("hits", self.plate_hits, subsample=hits) as h:
                 log_joint = self.hit_log_joint(x, a_w, a_g, beta, rho, eps, self.hit_pairs, hits,
                                                self.hit_worker[h], self.hit_grid[h], noise)
                 pyro.factor("labels", torch.logsumexp(log_joint, -1))
@@ -229,7 +238,7 @@ class BayesianCEN(PyroModule):
             label, diff = self.label[pair_index], x[self.pair_i[pair_index]] - x[self.pair_j[pair_index]]
             d = weighted_norm(self.pair_activation(a_w, a_g, self.pair_worker[pair_index],
                                                    self.pair_grid[pair_index]), diff)
-        with pyro.plate("pairs", self.n_train_pairs, subsample=pair_index):
+        with pyro.plate("pairs", self.plate_pairs, subsample=pair_index):
             priors.labels(self, label, d, beta)
 
     # ----- pieces shared by training and prediction ---------------------------------------
