@@ -167,13 +167,14 @@ class DataParallelStep:
                 torch_distributed.broadcast(value.data, src=0)
 
     def step(self, units, *args) -> float:
-        everything = torch.arange(self.n_units, device=self.device) if units is None else units
-        if self.sharded:  # the units are this rank's own; its share is of all ranks' units this step
-            mine = everything
-            count = torch.tensor([float(len(mine))], device=self.device)
+        if self.sharded:  # the units are this rank's own (None: all of them); its share is of all ranks' units
+            mine = units
+            count = torch.tensor([float(self.n_units if units is None else len(units))], device=self.device)
+            scored = count.item()
             torch_distributed.all_reduce(count)
-            share = len(mine) / count.item()
+            share = scored / count.item()
         else:  # every rank holds every unit and takes every world-th of the minibatch
+            everything = torch.arange(self.n_units, device=self.device) if units is None else units
             mine = everything[self.rank::self.world]
             share = len(mine) / len(everything)
         with poutine.trace(param_only=True) as capture:

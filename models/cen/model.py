@@ -34,6 +34,7 @@ from __future__ import annotations
 import numpy as np
 import pyro
 import pyro.distributions as dist
+from pyro import poutine
 import torch
 from pyro.nn import PyroModule
 
@@ -148,8 +149,8 @@ class BayesianCEN(PyroModule):
         pair_hit = local[pairs.hit]
         counts = torch.bincount(pair_hit, minlength=len(hit_codes))
         self.n_train_hits, self.n_train_pairs = len(hit_codes), len(pairs)
-        # the sizes the likelihood's plates declare: the HITs and pairs held here, unless this model holds one
-        # process's shard of a data-parallel fit, whose plates scale it to the whole training set
+        # the HITs and pairs the likelihood stands for: those held here, unless this model holds one process's
+        # shard of a data-parallel fit, whose likelihood is scaled up to the whole training set
         self.plate_hits, self.plate_pairs = plate_sizes or (self.n_train_hits, self.n_train_pairs)
 
         buffers = {
@@ -214,8 +215,6 @@ class BayesianCEN(PyroModule):
         out of the choice: early in a fit the embedding explains nothing and the flexible noise
         component would claim every HIT, leaving the embedding no gradient, so ``fit_svi`` starts
         with it off (a warm-up)."""
-        if hits is None and self.plate_hits != self.n_train_hits:  # a shard: all its HITs, scaled to the whole
-            hits = torch.arange(self.n_train_hits, device=self.label.device)
         priors = self.priors
         tau = priors.activation_scale(self)
         x = priors.embeddings(self)
@@ -225,7 +224,8 @@ class BayesianCEN(PyroModule):
         beta = priors.temperature(self)
         if self.sums_out_choice:
             rho, eps = self.overall_share(), self.noise_share()
-            with pyro.plate("hits", self.plate_hits, subsample=hits) as h:
+            with pyro.plate("hits", self.n_train_hits, subsample=hits) as h, \
+                    poutine.scale(scale=self.plate_hits / self.n_train_hits):  # a shard counts for the whole
                 log_joint = self.hit_log_joint(x, a_w, a_g, beta, rho, eps, self.hit_pairs, hits,
                                                self.hit_worker[h], self.hit_grid[h], noise)
                 pyro.factor("labels", torch.logsumexp(log_joint, -1))
@@ -238,7 +238,8 @@ class BayesianCEN(PyroModule):
             label, diff = self.label[pair_index], x[self.pair_i[pair_index]] - x[self.pair_j[pair_index]]
             d = weighted_norm(self.pair_activation(a_w, a_g, self.pair_worker[pair_index],
                                                    self.pair_grid[pair_index]), diff)
-        with pyro.plate("pairs", self.plate_pairs, subsample=pair_index):
+        with pyro.plate("pairs", self.n_train_pairs, subsample=pair_index), \
+                poutine.scale(scale=self.plate_pairs / self.n_train_pairs):
             priors.labels(self, label, d, beta)
 
     # ----- pieces shared by training and prediction ---------------------------------------
