@@ -179,12 +179,7 @@ def chosen_model(metrics: dict) -> str:
 
 def _train_p_same(result, method, data, train_pairs) -> np.ndarray:
     """P(same) of the training pairs, to read the generalisation gap (train vs held-out accuracy)."""
-    if method is not None:
-        return method.predict_proba(data, train_pairs)
-    from inference import predict
-    model = result.model
-    scale = predict.threshold_scale(model, result.draws[0]) if model.paper_loss else None
-    return predict.pair_probability_draws(model, result.draws, data, train_pairs, scale).mean(0)
+    return (method or result.cen).predict_proba(data, train_pairs)  # the Bayesian CEN's result holds it
 
 
 def run_jobs(jobs: list[Job], csv: Path, n_jobs: int = 1, fresh: bool = False, resume: bool = False,

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 from contextlib import contextmanager
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,7 @@ from cen_bayes.splits import Split, split_by_grid
 from models.cen import CHOICE_VARIANTS, BayesianCEN
 from models.energy import GAMMA
 from models.pair_method import PairMethod
-from models.svi_trainer import process_group
+from models.svi_trainer import SVIRun, process_group
 
 AUTO = "auto"
 SAVED_TABLE, SAVED_STATE = "annotations.parquet", "model.pt"  # what ``save`` writes beside settings.json
@@ -118,7 +119,10 @@ class CEN(PairMethod):
                                        checkpoint_every=self.checkpoint_every, start_pairs=start_pairs,
                                        sharded=world > 1)
             if world > 1 and not self.fit_result_.interrupted:  # predictions read the whole training set
-                self.model_, self.fit_result_.guide = self._with_params(self._model(data, split.train_hits))
+                trained = {name: value.detach().clone() for name, value in pyro.get_param_store().named_parameters()}
+                pyro.clear_param_store()
+                self.model_ = self._model(data, split.train_hits)
+                self.fit_result_.guide = self._guide_holding(trained, "the fitted parameters")
         self.guide_ = self.fit_result_.guide
         self.interrupted_ = self.fit_result_.interrupted
         self.fit_seconds_ = self.fit_result_.seconds
@@ -131,18 +135,16 @@ class CEN(PairMethod):
                            paper_loss=self.map_mode and self.variant_ not in CHOICE_VARIANTS,
                            plate_sizes=plate_sizes).to(self.device)
 
-    def _with_params(self, model: BayesianCEN):
-        """(``model``, a guide for it) holding the parameters now in this CEN's store, e.g. those a
-        shard's model was fitted with: the names and shapes are the same, only the pairs held differ."""
+    def _guide_holding(self, params: dict, source) -> torch.nn.Module:
+        """A guide for ``model_`` with the model's and guide's parameters set to ``params`` (saved ones, or
+        those a shard's model was fitted with: the same names and shapes), in the current param store."""
         from inference.fit import make_guide
         from models.svi_trainer import load_params
 
-        trained = {name: value.detach().clone() for name, value in pyro.get_param_store().named_parameters()}
-        pyro.clear_param_store()
-        guide = make_guide(model, self.map_mode, self.seed)
-        guide()  # creates the parameters, which then take the trained values
-        load_params(trained, Path("the fitted parameters"))
-        return model, guide
+        guide = make_guide(self.model_, self.map_mode, self.seed)
+        guide()  # creates the parameters, which then take the given values
+        load_params(params, source)
+        return guide
 
     def _summarise(self) -> None:
         """The fixed posterior draws every output reads, and the summaries the PairMethod interface exposes."""
@@ -278,16 +280,15 @@ class CEN(PairMethod):
         with atomic_path(directory / SAVED_STATE) as partial:
             torch.save({"params": params, "train_hits": self.split_.train_hits, "test_hits": self.split_.test_hits,
                         "selection": None if self.selection_ is None else self.selection_.records(),
-                        "fit": {name: getattr(self.fit_result_, name)  # the ELBO trace: ``diagnostics`` after load
-                                for name in ("losses", "seconds", "interrupted", "steps", "lr")}}, partial)
+                        "fit": {field.name: getattr(self.fit_result_, field.name)  # the ELBO trace, for
+                                for field in fields(SVIRun)}}, partial)                    # ``diagnostics``
         write_text(directory / "settings.json", json.dumps(self.settings(), indent=2))
         return directory
 
     @classmethod
     def load(cls, directory, device: str = "cpu", progress: bool = False) -> "CEN":
         """A model ``save`` wrote: it predicts exactly what the saved one did (on the same device)."""
-        from inference.fit import FitResult, make_guide
-        from models.svi_trainer import load_params
+        from inference.fit import FitResult
 
         directory = Path(directory)
         settings = json.loads((directory / "settings.json").read_text())
@@ -299,9 +300,7 @@ class CEN(PairMethod):
         pyro.set_rng_seed(cen.seed)
         cen.model_ = cen._model(cen.data_, cen.split_.train_hits)
         with cen._own_params():
-            cen.guide_ = make_guide(cen.model_, cen.map_mode, cen.seed)
-            cen.guide_()  # creates the model's and guide's parameters, which then take the saved values
-            load_params(state["params"], directory / SAVED_STATE)
+            cen.guide_ = cen._guide_holding(state["params"], directory / SAVED_STATE)
         if state.get("fit"):  # saved by a version that kept the trace
             cen.fit_result_ = FitResult(guide=cen.guide_, **state["fit"])
             cen.interrupted_, cen.fit_seconds_ = cen.fit_result_.interrupted, cen.fit_result_.seconds

@@ -76,9 +76,8 @@ def inference_data(model: BayesianCEN, draws: list, data: CrowdData, train_hits:
             "a_g": ["grid", "attribute"],
             "tau": ["attribute"], "attribute_used": ["hit", "attribute_or_noise"],
             "labels": ["train_hit"], "label": ["heldout_pair"]}
-    names = ("x", "a_w", "a_g", "tau", "alpha", "beta", "eps", "rho")
     stacked = {name: np.stack([getattr(d, name).detach().cpu().numpy() for d in draws])
-               for name in names if getattr(draws[0], name) is not None}
+               for name in predict.LATENT_SITES if getattr(draws[0], name) is not None}
     if "a_w" in stacked:
         stacked["worker_share"] = stacked["a_w"] / stacked["a_w"].sum(-1, keepdims=True)
     stacked["attribute_used"] = p_attr_draws

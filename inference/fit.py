@@ -16,7 +16,7 @@ CEN's own: its guide, its starting point and its schedule.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyro
@@ -26,17 +26,15 @@ from pyro.infer.autoguide import AutoDelta, AutoNormal
 from cen_bayes.crowd import Pairs
 from models.cen import BayesianCEN
 from models.spectral import spectral_init
-from models.svi_trainer import run_svi
+from models.svi_trainer import SVIRun, run_svi
 
 
 @dataclass
-class FitResult:
-    guide: torch.nn.Module
-    losses: list[float] = field(default_factory=list)  # -ELBO per step, per training pair
-    seconds: float = 0.0
-    interrupted: bool = False
-    steps: int = 0  # the schedule's length and starting step size, defaults resolved
-    lr: float = 0.0
+class FitResult(SVIRun):
+    """The SVI run (its losses are per training pair; ``steps`` and ``lr`` with defaults resolved) and the
+    guide it trained."""
+
+    guide: torch.nn.Module | None = None
 
 
 def _initialiser(model: BayesianCEN, seed: int, start_pairs: Pairs | None = None):
@@ -118,5 +116,4 @@ def fit_svi(model: BayesianCEN, *, map_mode: bool = False, steps: int | None = N
                   loss_scale=model.plate_pairs, step_args=lambda step: (step >= noise_warmup * steps,), sharded=sharded,
                   desc="MAP" if map_mode else "SVI", progress=progress, checkpoint=checkpoint, resume=resume,
                   checkpoint_every=checkpoint_every, device=device)
-    return FitResult(guide=guide, losses=run.losses, seconds=run.seconds, interrupted=run.interrupted,
-                     steps=run.steps, lr=run.lr)
+    return FitResult(**vars(run), guide=guide)

@@ -13,17 +13,19 @@ in it.
 
 **Data-parallel.** Started by ``torchrun`` (a ``torch.distributed`` process
 group initialised, as ``inference.svi`` does), every process runs the same
-loop: the same seeded minibatch order, each process scoring its own share of
-each minibatch (every ``world``-th unit, passed to the model as explicit
-indices, never by plate subsampling, which would draw the same units on every
-rank), gradients summed across processes with each one weighted by its share
-of the minibatch, then the same optimiser step everywhere. The plates scale
-each share's likelihood to the whole data, so the weighted sum is the
-gradient one process would get from the whole minibatch: N processes follow
-the one-process fit, up to the order of floating-point sums. Parameters are
-broadcast from rank 0 before the first step; only rank 0 shows progress and
-writes checkpoints; a stop signal on any rank stops every rank at the same
-step.
+loop and scores its own share of each step's units, passed to the model as
+explicit indices, never by plate subsampling (which would draw the same units
+on every rank). Either every process holds every unit and takes every
+``world``-th unit of the one seeded minibatch (BCC), or (``sharded``, the CEN)
+each holds only its shard, with its likelihood scaled to the whole data, and
+draws its own minibatches from it. Gradients are summed across processes,
+each weighted by its share of the units scored, then every process takes the
+same optimiser step: the weighted sum is the gradient one process would get
+from the same units, so N processes follow the one-process fit, up to the
+order of floating-point sums. Parameters are broadcast from rank 0 before the
+first step; only rank 0 shows progress and writes the checkpoint (a shard's
+rank its own minibatch order beside it); a stop signal on any rank stops
+every rank at the same step.
 """
 
 from __future__ import annotations
