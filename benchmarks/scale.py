@@ -174,7 +174,8 @@ def pairs_sweep(sizes: list[float], processes: list[int], seed: int, threads: in
 def sweep_report(frame: pd.DataFrame) -> str:
     table = frame.assign(**{
         "pairs": frame.pairs.map("{:,}".format), "fit s": frame.fit_seconds.map("{:.1f}".format),
-        "s / epoch": frame.seconds_per_epoch.map("{:.2f}".format), "whole run s": frame.wall_seconds.map("{:.1f}".format),
+        "s / epoch": frame.seconds_per_epoch.map("{:.2f}".format),
+        "whole run s": frame.wall_seconds.map("{:.1f}".format),
         "peak RSS MB": frame.peak_rss_mb.map("{:.0f}".format), "held-out acc": frame.accuracy.map("{:.3f}".format)})
     cols = ["pairs", "images", "workers", "hits", "processes", "steps", "fit s", "s / epoch", "whole run s",
             "peak RSS MB", "held-out acc"]

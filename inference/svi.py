@@ -30,10 +30,10 @@ NaN stops with the step and a smaller learning rate to try.
 
 Data-parallel across processes and machines: ``torchrun --nproc-per-node N
 -m inference.svi ...`` (with torchrun's usual rendezvous flags for several
-machines) runs one fit in N processes, each scoring its share of every
-minibatch, gradients all-reduced (``models.svi_trainer``; gloo on CPU, nccl
-on CUDA, one GPU per process); rank 0 alone prints, checkpoints and writes
-the outputs, and ``--resume`` works as for one process.
+machines) runs one fit in N processes, each fitting its shard of the
+training HITs, gradients all-reduced (``models.svi_trainer``; gloo on CPU,
+nccl on CUDA, one GPU per process); rank 0 alone prints, checkpoints and
+writes the outputs, and ``--resume`` continues every shard where it was.
 """
 
 from __future__ import annotations
@@ -131,7 +131,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help=f"training HITs whose log-likelihood posterior.nc keeps for az.loo (default {LOO_HITS}; "
                              "a seeded random subsample of larger crowds; 0 leaves it out)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--holdout-frac", type=_fraction, default=0.15, help="share of grids held out whole and scored, in [0, 1); 0 fits every grid")
+    parser.add_argument("--holdout-frac", type=_fraction, default=0.15,
+                        help="share of grids held out whole and scored, in [0, 1); 0 fits every grid")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--out", help="output folder (default runs/<dataset>-<time>)")
     parser.add_argument("--resume", metavar="RUN_DIR",
