@@ -25,14 +25,17 @@ def test_hit_sums_match_per_pair_sums_and_gradients():
     x = torch.randn(n_images, K, dtype=torch.float64, requires_grad=True)
     logit_of = lambda d: 2.0 - d ** 2  # noqa: E731
     expected = brute_force(x, logit_of, i, j, label, hit, n_hits)
-    got = index.log_lik_per_hit(logit_of((index.diff @ x).abs()))
+    got = index.log_lik_per_hit(x, logit_of)
     torch.testing.assert_close(got, expected)
     weights = torch.randn(n_hits, K, dtype=torch.float64)
     g_exp, = torch.autograd.grad((expected * weights).sum(), x)
-    g_got, = torch.autograd.grad((index.log_lik_per_hit(logit_of((index.diff @ x).abs())) * weights).sum(), x)
+    g_got, = torch.autograd.grad((index.log_lik_per_hit(x, logit_of) * weights).sum(), x)
     torch.testing.assert_close(g_got, g_exp)
     some = torch.tensor([5, 1, 3])  # a minibatch of HITs, in any order
-    torch.testing.assert_close(index.log_lik_per_hit(logit_of((index.diff @ x).abs()), some), expected[some])
+    torch.testing.assert_close(index.log_lik_per_hit(x, logit_of, some), expected[some])  # its own pairs only
+    g_exp, = torch.autograd.grad((brute_force(x, logit_of, i, j, label, hit, n_hits)[some] * weights[some]).sum(), x)
+    g_got, = torch.autograd.grad((index.log_lik_per_hit(x, logit_of, some) * weights[some]).sum(), x)
+    torch.testing.assert_close(g_got, g_exp)
     n_same, n_all = index.counts(some)
     torch.testing.assert_close(n_all, torch.bincount(hit, minlength=n_hits)[some].double())
     torch.testing.assert_close(n_same, torch.zeros(n_hits).index_add_(0, hit, label)[some].double())

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.cen.sparse import csr_rows
+from models.cen.sparse import csr_row_entries
 
 
 class HitImages(nn.Module):
@@ -59,5 +59,4 @@ class HitImages(nn.Module):
 
     def pairs_of(self, hits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(the pairs of ``hits``, in order; each one's HIT as a position in ``hits``)."""
-        entries, sub_ptr = csr_rows(self.hit_ptr, hits)
-        return entries, torch.repeat_interleave(torch.arange(len(hits), device=hits.device), sub_ptr.diff())
+        return csr_row_entries(self.hit_ptr, hits)

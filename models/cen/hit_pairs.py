@@ -15,6 +15,13 @@ benchmarks/README.md, "Measurements behind the defaults"), so:
 Fixed sparse products with a kept transpose (``models.cen.sparse``) replace
 gathers, ``index_add`` and a per-label table: the same code runs on CUDA.
 
+That pays for the whole training set, where every distinct pair is needed
+anyway. A minibatch of HITs holds a small share of the pairs, and computing
+every distinct pair's logits for it would make a step cost the whole data's
+(a campaign of 10 M pairs has millions of distinct pairs): a minibatch is
+scored pair by pair instead, gathering only its own pairs' differences, so a
+step costs its minibatch.
+
 The overall (category) sort weighs every dim by its HIT's own weights, so its
 distance is not a property of the image pair alone; ``weighted_log_lik_per_hit``
 scores it pair by pair (``overall=True``), from one cdist per HIT.
@@ -27,18 +34,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.cen.hit_images import HitImages
-from models.cen.sparse import SparseMatrix, csr_rows
-
-
-def _rows(matrix: SparseMatrix, rows: torch.Tensor) -> torch.Tensor:
-    """The selected rows of a ``SparseMatrix`` as a plain CSR tensor (a minibatch of HITs)."""
-    entries, ptr = csr_rows(matrix.ptr, rows)
-    return torch.sparse_csr_tensor(ptr, matrix.col[entries], matrix.val[entries], size=(len(rows), matrix.n_cols),
-                                   check_invariants=False)
+from models.cen.sparse import SparseMatrix, csr_row_entries
 
 
 class HitPairs(nn.Module):
-    """The pairs (i, j, label) of HITs 0..n_hits-1 (``hit`` per pair), indexed by distinct image pair."""
+    """The pairs (i, j, label) of HITs 0..n_hits-1 (``hit`` per pair, sorted by HIT), indexed by distinct
+    image pair for the whole set and by HIT for minibatches."""
 
     def __init__(self, i, j, label, hit, n_hits: int, n_images: int, overall: bool = False):
         super().__init__()
@@ -54,17 +55,29 @@ class HitPairs(nn.Module):
         self.same = SparseMatrix(hit[same], uniq[same], ones[same], n_hits, n_uniq)  # the "same" ones
         n_pairs = torch.bincount(hit, minlength=n_hits)
         self.register_buffer("n_pairs", n_pairs.float())
+        self.register_buffer("hit_ptr", torch.cat([n_pairs.new_zeros(1), n_pairs.cumsum(0)]))  # pairs of HIT h
+        self.register_buffer("pair_i", i)
+        self.register_buffer("pair_j", j)
+        self.register_buffer("pair_label", label.float())
         if overall:  # per-HIT weighted distances (the overall sort)
             self.hit_images = HitImages(i, j, hit, n_hits, n_images)
             self.register_buffer("pair_hit", hit)
-            self.register_buffer("pair_label", label.float())
         self.register_buffer("n_same", torch.zeros(n_hits, device=i.device).index_add_(0, hit, label.float()))
 
-    def log_lik_per_hit(self, logits: torch.Tensor, hits: torch.Tensor | None = None) -> torch.Tensor:
-        """(len(hits), K): Σ over each HIT's pairs of log P(l | logit), from (U, K) logits."""
+    def log_lik_per_hit(self, x: torch.Tensor, logit_of_distance, hits: torch.Tensor | None = None) -> torch.Tensor:
+        """(len(hits), K): Σ over each HIT's pairs of log P(l | d_k), d_k = |x_ik − x_jk| for each dim k.
+
+        ``logit_of_distance`` maps (pairs, K) distances to the logits of "same". All HITs
+        (``hits`` None): each distinct image pair once, summed by the sparse count matrices;
+        a minibatch: its own pairs only (module docstring).
+        """
         if hits is None:
+            logits = logit_of_distance((self.diff @ x).abs())
             return self.same @ logits - self.all @ F.softplus(logits)
-        return _rows(self.same, hits) @ logits - _rows(self.all, hits) @ F.softplus(logits)
+        entries, local = csr_row_entries(self.hit_ptr, hits)
+        logits = logit_of_distance((x[self.pair_i[entries]] - x[self.pair_j[entries]]).abs())
+        signed = (2.0 * self.pair_label[entries] - 1.0).to(logits.dtype).unsqueeze(-1) * logits
+        return logits.new_zeros(len(hits), logits.shape[-1]).index_add_(0, local, F.logsigmoid(signed))
 
     def weighted_log_lik_per_hit(self, x: torch.Tensor, weight: torch.Tensor, logit_of_distance,
                                  hits: torch.Tensor | None = None) -> torch.Tensor:

@@ -276,18 +276,18 @@ class BayesianCEN(PyroModule):
         """log P(z) + log P(labels of h | z) per HIT, columns as ``choice_log_prior``; logsumexp sums z out.
 
         ``index`` holds the HITs' pairs; ``hits`` picks some of its HITs (None:
-        all), and ``hit_worker`` / ``hit_grid`` belong to the picked HITs. Each
-        distinct image pair is scored once and summed into its HITs by a
-        sparse product (``HitPairs``), so summing z out costs K passes over
-        the distinct pairs, not a loop over HITs; the overall sort, whose
-        weights are the HIT's own, costs one pass over the HITs' pairs.
+        all), and ``hit_worker`` / ``hit_grid`` belong to the picked HITs. For all
+        HITs each distinct image pair is scored once and summed into its HITs by
+        a sparse product, a minibatch scores its own pairs (``HitPairs``), so
+        summing z out costs K passes over the pairs, not a loop over HITs; the
+        overall sort, whose weights are the HIT's own, costs one pass over the
+        HITs' pairs.
         """
-        per_hit = [index.log_lik_per_hit(same_logit((index.diff @ x).abs(), self.gamma, self.xi_p, self.xi_n, beta),
-                                         hits)]
+        logit_of_distance = lambda d: same_logit(d, self.gamma, self.xi_p, self.xi_n, beta)  # noqa: E731
+        per_hit = [index.log_lik_per_hit(x, logit_of_distance, hits)]
         if self.overall:
             weight = self.choice_weights(a_w, a_g, hit_worker, hit_grid)
-            per_hit.append(index.weighted_log_lik_per_hit(
-                x, weight, lambda d: same_logit(d, self.gamma, self.xi_p, self.xi_n, beta), hits).unsqueeze(-1))
+            per_hit.append(index.weighted_log_lik_per_hit(x, weight, logit_of_distance, hits).unsqueeze(-1))
         n_same, n_all = index.counts(hits)
         noise_ll = self.noise_log_lik(n_same, n_all - n_same)
         if not noise:

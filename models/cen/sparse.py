@@ -26,6 +26,13 @@ def csr_rows(ptr: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch
     return torch.repeat_interleave(start, counts) + offset, sub_ptr
 
 
+def csr_row_entries(ptr: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Entries of the selected CSR rows, in order, and each one's row as a position in ``rows``
+    (the pairs of a minibatch of HITs, and which of its HITs each belongs to)."""
+    entries, sub_ptr = csr_rows(ptr, rows)
+    return entries, torch.repeat_interleave(torch.arange(len(rows), device=rows.device), sub_ptr.diff())
+
+
 class _Product(torch.autograd.Function):
     @staticmethod
     def forward(ctx, matrix, transpose, dense):
