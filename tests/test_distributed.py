@@ -14,6 +14,10 @@ from inference.fit import fit_svi
 from models.cen import BayesianCEN
 
 FIT = dict(steps=12, batch_hits=16, seed=0, progress=False)
+# Sums split across processes round differently, and Adam divides each gradient by its own running size, so a
+# coordinate with a tiny gradient carries that rounding into its step: measured up to 4e-5 on embeddings of size
+# ~6 after 12 steps; a missing likelihood scale moves them by orders of magnitude more.
+PARAM_ATOL = 1e-4
 
 
 def fitted_params(variant: str, **options) -> dict:
@@ -44,7 +48,7 @@ def test_two_processes_reach_the_one_process_parameters(tmp_path, variant, optio
     ranks = [torch.load(tmp_path / f"params.{rank}", weights_only=False) for rank in range(2)]
     for name, value in alone["params"].items():
         assert torch.equal(ranks[0]["params"][name], ranks[1]["params"][name]), name  # the ranks stay identical
-        torch.testing.assert_close(ranks[0]["params"][name], value, rtol=1e-4, atol=1e-5, msg=name)
+        torch.testing.assert_close(ranks[0]["params"][name], value, rtol=1e-4, atol=PARAM_ATOL, msg=name)
     torch.testing.assert_close(torch.tensor(ranks[0]["losses"]), torch.tensor(alone["losses"]), rtol=1e-4, atol=1e-6)
     assert alone["params"]["AutoNormal.locs.x"].abs().sum() > 0  # the fit moved
 
@@ -81,7 +85,7 @@ def test_sharded_cen_matches_one_process_full_batch(tmp_path, options):
     ranks = [torch.load(tmp_path / f"fit.{rank}", weights_only=False) for rank in range(2)]
     for name, value in alone["params"].items():
         assert torch.equal(ranks[0]["params"][name], ranks[1]["params"][name]), name
-        torch.testing.assert_close(ranks[0]["params"][name], value, rtol=1e-4, atol=1e-5, msg=name)
+        torch.testing.assert_close(ranks[0]["params"][name], value, rtol=1e-4, atol=PARAM_ATOL, msg=name)
     torch.testing.assert_close(torch.tensor(ranks[0]["losses"]), torch.tensor(alone["losses"]), rtol=1e-4, atol=1e-6)
     assert abs(ranks[0]["p_same"] - alone["p_same"]).max() < 1e-4
 
