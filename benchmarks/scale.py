@@ -23,7 +23,8 @@ Writes ``speed.{csv,md}`` and ``clustering.md``.
 a user runs it, ``--variant choice --K 4``, its other defaults) on simulated
 birds-like crowds of about that many pairs (grids of 24; images, workers and
 grids grown together up to the 5,000 images and 2,000 workers of a 36,000-grid
-campaign), in 1 process or under ``torchrun`` with N processes (``--processes``),
+campaign; ``--auto``: the CLI's own choice of variant and K, all its defaults),
+in 1 process or under ``torchrun`` with N processes (``--processes``),
 the machine's threads split between them. Each run is timed from the outside
 and its peak resident memory read as the largest of its processes'
 (``RUSAGE_CHILDREN`` of a wrapper that runs only it). Writes
@@ -118,9 +119,13 @@ _PEAK = ("import resource, subprocess, sys; code = subprocess.run(sys.argv[1:]).
          "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(code)")
 
 
-def run_cli(table: Path, out: Path, processes: int, threads: int, seed: int, extra: list[str]) -> dict:
+FIXED_MODEL = ["--variant", "choice", "--K", "4"]  # the sweep's model unless --auto: the CLI's own choice
+
+
+def run_cli(table: Path, out: Path, processes: int, threads: int, seed: int, extra: list[str],
+            auto: bool = False) -> dict:
     """One CLI run on ``table``: its metrics.json and outside timings and peak memory."""
-    cli = ["-m", "inference.svi", "--data", str(table), "--variant", "choice", "--K", "4", "--seed", str(seed),
+    cli = ["-m", "inference.svi", "--data", str(table), *([] if auto else FIXED_MODEL), "--seed", str(seed),
            "--no-figures", "--no-progress", "--out", str(out), *extra]
     if processes > 1:
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
@@ -138,10 +143,11 @@ def run_cli(table: Path, out: Path, processes: int, threads: int, seed: int, ext
 
 
 def pairs_sweep(sizes: list[float], processes: list[int], seed: int, threads: int, out: Path, extra: list[str],
-                resume: bool = False) -> pd.DataFrame:
+                resume: bool = False, auto: bool = False) -> pd.DataFrame:
     csv = out / "scale_pairs.csv"
     rows = pd.read_csv(csv).to_dict("records") if resume and csv.exists() else []
-    done = {(r["target_pairs"], r["processes"]) for r in rows}
+    model = "auto" if auto else "choice K 4"
+    done = {(r["target_pairs"], r["processes"]) for r in rows if r.get("model", "choice K 4") == model}
     version = code_version()
     with tempfile.TemporaryDirectory() as work:
         for size in sizes:
@@ -153,12 +159,14 @@ def pairs_sweep(sizes: list[float], processes: list[int], seed: int, threads: in
             for n in processes:
                 if (size, n) in done:
                     continue
-                run = run_cli(table, Path(work) / f"run-{size:g}-{n}", n, threads, seed, extra)
+                run = run_cli(table, Path(work) / f"run-{size:g}-{n}", n, threads, seed, extra, auto)
                 m = run["metrics"]
                 epochs = m["steps"] * (m.get("batch_hits") or m["n_train_hits"]) / m["n_train_hits"]
                 rows.append({"target_pairs": size, "pairs": sim.n_pairs, "images": sim.table.image_id.nunique(),
                              "workers": sim.table.worker_id.nunique(), "hits": len(sim.hits),
-                             "n_train_hits": m["n_train_hits"], "processes": n, "threads": threads,
+                             "n_train_hits": m["n_train_hits"], "processes": n, "threads": threads, "model": model,
+                             "chosen": f"{m['variant']} K {m['K']}", "batch_hits": m.get("batch_hits"),
+                             "selection_seconds": m.get("selection_seconds", 0.0),
                              "steps": m["steps"], "epochs": epochs, "fit_seconds": m["fit_seconds"],
                              "seconds_per_epoch": m["fit_seconds"] / epochs, "wall_seconds": run["wall_seconds"],
                              "peak_rss_mb": run["peak_rss_mb"], "accuracy": m["heldout"]["accuracy"],
@@ -176,14 +184,17 @@ def sweep_report(frame: pd.DataFrame) -> str:
         "pairs": frame.pairs.map("{:,}".format), "fit s": frame.fit_seconds.map("{:.1f}".format),
         "s / epoch": frame.seconds_per_epoch.map("{:.2f}".format),
         "whole run s": frame.wall_seconds.map("{:.1f}".format),
-        "peak RSS MB": frame.peak_rss_mb.map("{:.0f}".format), "held-out acc": frame.accuracy.map("{:.3f}".format)})
-    cols = ["pairs", "images", "workers", "hits", "processes", "steps", "fit s", "s / epoch", "whole run s",
-            "peak RSS MB", "held-out acc"]
+        "peak RSS MB": frame.peak_rss_mb.map("{:.0f}".format), "held-out acc": frame.accuracy.map("{:.3f}".format),
+        "batch HITs": frame.batch_hits.map(lambda b: "all" if pd.isna(b) else f"{int(b):,}"),
+        "choosing s": frame.selection_seconds.map("{:.1f}".format)})
+    cols = ["model", "chosen", "pairs", "images", "workers", "hits", "processes", "batch HITs", "steps", "choosing s",
+            "fit s", "s / epoch", "whole run s", "peak RSS MB", "held-out acc"]
     return "\n".join([
         "# The CLI on crowds of growing size (`python -m benchmarks.scale --pairs`)", "",
         f"{machine()}, {code_line(frame)}, {int(frame.threads.iloc[0])} threads split between the processes; "
-        "`python -m inference.svi --variant choice --K 4` with its other defaults (the `steps` column says where "
-        "a run was given fewer) on simulated birds-like crowds (grids of 24); "
+        "`python -m inference.svi` with its defaults (`model` auto: the CLI chooses the variant and K, "
+        "`choosing s` of the run; `choice K 4`: `--variant choice --K 4`) on simulated birds-like crowds "
+        "(grids of 24); "
         "`torchrun --standalone --nproc-per-node N` for N > 1. Peak RSS is the largest process's; whole-run "
         "seconds include reading the table, prediction and every output file.", "",
         table[cols].to_markdown(index=False, disable_numparse=True), "", "![time and memory](scale_pairs.png)", ""])
@@ -191,11 +202,11 @@ def sweep_report(frame: pd.DataFrame) -> str:
 
 def sweep_plot(frame: pd.DataFrame, path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
-    for n, part in frame.groupby("processes"):
-        part = part.sort_values("pairs")
-        axes[0].plot(part.pairs, part.fit_seconds, "o-", label=f"{n} process{'es' if n > 1 else ''}: fit")
-        axes[0].plot(part.pairs, part.wall_seconds, "s--", label=f"{n}: whole run", alpha=0.6)
-        axes[1].plot(part.pairs, part.peak_rss_mb, "o-", label=f"{n} process{'es' if n > 1 else ''}")
+    for (model, n), part in frame.groupby(["model", "processes"]):
+        part, name = part.sort_values("pairs"), f"{model}, {n} process{'es' if n > 1 else ''}"
+        axes[0].plot(part.pairs, part.fit_seconds, "o-", label=f"{name}: fit")
+        axes[0].plot(part.pairs, part.wall_seconds, "s--", label=f"{name}: whole run", alpha=0.6)
+        axes[1].plot(part.pairs, part.peak_rss_mb, "o-", label=name)
     for ax, label in zip(axes, ("seconds", "peak RSS per process, MB")):
         ax.set(xscale="log", yscale="log", xlabel="pairs", ylabel=label)
         ax.legend(fontsize=8)
@@ -215,6 +226,8 @@ def main(argv=None) -> None:
                         help="instead of the methods: the CLI on simulated crowds of about this many pairs")
     parser.add_argument("--processes", nargs="+", type=int, default=[1], help="with --pairs: 1 process, or N "
                         "under torchrun (the threads split between them)")
+    parser.add_argument("--auto", action="store_true", help="with --pairs: the CLI chooses the variant and K "
+                        "(its default) instead of --variant choice --K 4")
     parser.add_argument("--cli", nargs=argparse.REMAINDER, default=[],
                         help="with --pairs: further CLI options for every run (last on the line)")
     add_run_arguments(parser, jobs=False)
@@ -222,7 +235,7 @@ def main(argv=None) -> None:
     out = Path(args.out)
     if args.pairs:
         sizes = [2e3] if args.smoke else args.pairs
-        frame = pairs_sweep(sizes, args.processes, args.seed, args.threads, out, args.cli, args.resume)
+        frame = pairs_sweep(sizes, args.processes, args.seed, args.threads, out, args.cli, args.resume, args.auto)
         sweep_plot(frame, out / "scale_pairs.png")
         write_text(out / "scale_pairs.md", sweep_report(frame))
         print(f"wrote {out}/scale_pairs.{{csv,md,png}}")

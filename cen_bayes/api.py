@@ -181,20 +181,29 @@ class CEN(PairMethod):
         trained image's embedding, a new worker a draw from the population
         prior, a new grid the context of a random training grid.
         ``predict_proba(data, pairs)``: pairs of the fitted ``CrowdData``.
+        Pairs are scored a chunk at a time, so millions of them need no more memory than a chunk.
         """
-        return self.predict_proba_draws(data, pairs).mean(0)
+        from inference import predict
+
+        return predict.pair_probability(*self._prediction_inputs(data, pairs), **self._prediction_options())
 
     def predict_proba_draws(self, data, pairs: Pairs | None = None) -> np.ndarray:
         """(draws, pairs) P(same) under each posterior draw; ``predict_proba`` is their mean."""
         from inference import predict
 
+        return predict.pair_probability_draws(*self._prediction_inputs(data, pairs), **self._prediction_options())
+
+    def _prediction_inputs(self, data, pairs: Pairs | None) -> tuple:
         self._check_fitted()
         if isinstance(data, CrowdData) and data is not self.data_:
             raise ValueError("predict_proba(data, pairs) takes the CrowdData this CEN was fitted on; "
                              "give other pairs as a DataFrame with image_i, image_j")
         pairs = pairs if isinstance(data, CrowdData) else _query_codes(self.data_, data)
-        return predict.pair_probability_draws(self.model_, self.draws_, self.data_, pairs, self.threshold_scale_,
-                                              trained_grids=self.trained_grids_, point=self.map_mode, seed=self.seed)
+        return self.model_, self.draws_, self.data_, pairs, self.threshold_scale_
+
+    def _prediction_options(self) -> dict:
+        return {"trained_grids": self.trained_grids_, "point": self.map_mode, "seed": self.seed,
+                "progress": self.progress}
 
     def hit_attribute_probabilities(self, data, hit_index) -> np.ndarray:
         """(n, K [+ 2]) posterior probability that each HIT used each dim (then overall, noise)."""
@@ -259,8 +268,8 @@ class CEN(PairMethod):
 
         test_pairs = self.data_.pairs.subset(self.split_.pair_masks(self.data_)[1])
         return inference_data(self.model_, self.draws_, self.data_, self.split_.train_hits, test_pairs,
-                              self.predict_proba_draws(self.data_, test_pairs), self.attribute_probability_draws(),
-                              seed=self.seed)
+                              lambda pairs: self.predict_proba_draws(self.data_, pairs),
+                              self.attribute_probability_draws(), seed=self.seed)
 
     # ----- saving -------------------------------------------------------------------------------
     def settings(self) -> dict:
@@ -311,7 +320,7 @@ class CEN(PairMethod):
 def _query_codes(data: CrowdData, frame: pd.DataFrame) -> Pairs:
     """Integer codes of the pairs in ``frame``; an id the fitted table lacks (or a missing one) gets
     a code past the table's own (n_images + u, n_workers + u, n_grids + u, u counting the distinct
-    new ids), which ``inference.predict.pair_probability_draws`` fills from the collection."""
+    new ids), which ``inference.predict.pair_probability_chunks`` fills from the collection."""
     missing = [c for c in ("image_i", "image_j") if c not in frame.columns]
     if missing:
         raise ValueError(f"pairs need columns image_i and image_j; missing {', '.join(missing)}")

@@ -18,7 +18,12 @@ Groups and dims, all named by the user's own ids:
   from a subsample is unbiased, with a subsampling error that ``az.loo``'s
   standard error does not include;
 * posterior_predictive / observed_data: ``label`` (heldout_pair) — predicted
-  and observed same/different for every pair of the held-out HITs.
+  and observed same/different for every pair of the held-out HITs; above
+  ``predictive_hits`` held-out HITs (the CLI's ``--predictive-hits``, default
+  2000) for the pairs of a seeded random subsample of them. The
+  ``heldout_pair`` coordinate is each pair's row in the run's held-out pairs
+  table (``heldout_pairs.csv``, which has every pair's predictive mean), so
+  draws × pairs never outgrow memory on a large crowd.
 
 MAP fits have one draw: only the posterior group.
 
@@ -42,6 +47,7 @@ both ArviZ 0.23 (Python 3.11: keyword groups, returns InferenceData) and 1.x
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import arviz as az
 import numpy as np
@@ -54,13 +60,15 @@ from models.cen import BayesianCEN, choices_beyond_dims
 
 
 LOO_HITS = 2000  # training HITs whose log-likelihood is exported (a subsample above it; module docstring)
+PREDICTIVE_HITS = 2000  # held-out HITs whose pairs' predictive draws are exported (likewise)
 
 
 def inference_data(model: BayesianCEN, draws: list, data: CrowdData, train_hits: np.ndarray, test_pairs: Pairs,
-                   p_same_draws: np.ndarray, p_attr_draws: np.ndarray, seed: int = 0, loo_hits: int = LOO_HITS,
-                   progress: bool = False):
-    """Everything a run knows about its posterior, as InferenceData; ``loo_hits=0`` leaves out the
-    log-likelihood group."""
+                   pair_draws: Callable[[Pairs], np.ndarray], p_attr_draws: np.ndarray, seed: int = 0,
+                   loo_hits: int = LOO_HITS, predictive_hits: int = PREDICTIVE_HITS, progress: bool = False):
+    """Everything a run knows about its posterior, as InferenceData. ``pair_draws(pairs)``: the fit's (draws,
+    pairs) P(same), asked for the held-out pairs exported; ``loo_hits=0`` leaves out the log-likelihood
+    group, ``predictive_hits=0`` the predictive one."""
     K = model.K
     attributes = [f"dim_{k}" for k in range(K)] + list(choices_beyond_dims(p_attr_draws.shape[-1], K))
     hit_names = (data.hits["worker_id"].astype(str) + "|" + data.hits["grid_id"].astype(str)).to_numpy()
@@ -68,10 +76,11 @@ def inference_data(model: BayesianCEN, draws: list, data: CrowdData, train_hits:
     scored = None  # the training HITs (model numbering) whose log-likelihood is exported; None: all
     if 0 < loo_hits < n_train:
         scored = np.sort(np.random.default_rng(seed).choice(n_train, loo_hits, replace=False))
+    exported = predictive_pairs(test_pairs, predictive_hits, seed) if len(draws) > 1 else np.zeros(0, dtype=bool)
     coords = {"image": np.asarray(data.images, dtype=str), "worker": np.asarray(data.workers, dtype=str),
               "grid": np.asarray(data.grids, dtype=str), "attribute": attributes[:K],
               "attribute_or_noise": attributes, "hit": hit_names, "train_hit": hit_names[train_hits] if scored is None else hit_names[train_hits][scored],
-              "heldout_pair": np.arange(len(test_pairs))}
+              "heldout_pair": np.flatnonzero(exported)}
     dims = {"x": ["image", "attribute"], "a_w": ["worker", "attribute"], "worker_share": ["worker", "attribute"],
             "a_g": ["grid", "attribute"],
             "tau": ["attribute"], "attribute_used": ["hit", "attribute_or_noise"],
@@ -84,12 +93,24 @@ def inference_data(model: BayesianCEN, draws: list, data: CrowdData, train_hits:
     if len(draws) == 1:  # MAP: a point, no uncertainty to summarise
         return to_inference_data(stacked, coords=coords, dims=dims)
     rng = np.random.default_rng(seed)
-    held_out = {} if not len(test_pairs) else dict(  # nothing held out: no predictive group
-        posterior_predictive={"label": (rng.random(p_same_draws.shape) < p_same_draws).astype(np.int8)},
-        observed_data={"label": test_pairs.label.numpy().astype(np.int8)})
+    held_out = {}
+    if exported.any():  # nothing held out, or nothing asked for: no predictive group
+        p_same_draws = pair_draws(test_pairs.subset(torch.from_numpy(exported)))
+        held_out = dict(posterior_predictive={"label": (rng.random(p_same_draws.shape) < p_same_draws).astype(np.int8)},
+                        observed_data={"label": test_pairs.label.numpy()[exported].astype(np.int8)})
     log_likelihood = {} if loo_hits == 0 else {"labels": predict.train_hit_log_likelihood(
         model, draws, None if scored is None else torch.as_tensor(scored, device=model.label.device), progress)}
     return to_inference_data(stacked, coords=coords, dims=dims, log_likelihood=log_likelihood, **held_out)
+
+
+def predictive_pairs(test_pairs: Pairs, predictive_hits: int, seed: int = 0) -> np.ndarray:
+    """Bool per held-out pair: exported with its predictive draws (all pairs of at most ``predictive_hits``
+    held-out HITs, a seeded sample above it; none for 0)."""
+    hit = test_pairs.hit.numpy()
+    held = np.unique(hit)
+    if predictive_hits >= len(held):
+        return np.ones(len(hit), dtype=bool)
+    return np.isin(hit, np.random.default_rng(seed + 1).choice(held, predictive_hits, replace=False))
 
 
 def _one_chain(group: dict) -> dict:

@@ -52,7 +52,6 @@ class Evaluation(Scored):
     fit: FitResult | None = None
     model: BayesianCEN | None = None
     draws: list | None = None
-    p_same_draws: np.ndarray | None = None  # (draws, test pairs)
     p_attr_draws: np.ndarray | None = None  # (draws, HITs, K [+ 2])
     cen: CEN | None = None  # the fitted estimator all of the above came from
 
@@ -88,9 +87,9 @@ def fit_and_evaluate(data: CrowdData, split: Split, sim=None, *, variant: str = 
         return None
     model, fit, selection = cen.model_, cen.fit_result_, cen.selection_
     test_pairs = data.pairs.subset(split.pair_masks(data)[1])
-    p_same_draws = cen.predict_proba_draws(data, test_pairs)
+    p_same = cen.predict_proba(data, test_pairs)
     metrics = {"method": "cen", "variant": cen.variant_, "map": map_mode, "K": cen.K_, "gamma": gamma,
-               "steps": fit.steps, "lr": fit.lr, "batch_hits": batch_hits, "seed": seed,
+               "steps": fit.steps, "lr": fit.lr, "batch_hits": fit.batch_hits, "seed": seed,
                "device": str(model.label.device),
                "fit_seconds": fit.seconds,
                **({"selection": selection.records(), "selection_seconds": float(selection.scores.seconds.sum())}
@@ -99,9 +98,9 @@ def fit_and_evaluate(data: CrowdData, split: Split, sim=None, *, variant: str = 
     if model.paper_loss:
         metrics["train_paper_loss"] = predict.paper_loss(model, cen.draws_[0])
     p_attr_draws = cen.attribute_probability_draws()
-    scored = score(metrics, data, split, sim, test_pairs, p_same_draws.mean(0), cen.embedding_, cen.embedding_sd_,
+    scored = score(metrics, data, split, sim, test_pairs, p_same, cen.embedding_, cen.embedding_sd_,
                    p_attr_draws.mean(0, dtype=np.float64), seed)
-    return Evaluation(**vars(scored), fit=fit, model=model, draws=cen.draws_, p_same_draws=p_same_draws,
+    return Evaluation(**vars(scored), fit=fit, model=model, draws=cen.draws_,
                       p_attr_draws=p_attr_draws, cen=cen)
 
 

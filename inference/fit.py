@@ -7,8 +7,11 @@ discrete attribute choice of the ``choice`` variant is summed out exactly in
 the model, so the guide never has to approximate it. ``AutoDelta`` gives the
 MAP mode (with ``paper_loss=True`` its objective is the paper's eq. 8).
 
-Minibatches are whole training HITs (all of them when ``batch_hits`` is None
-or at least the number of HITs). The loop itself (minibatch order, progress,
+Minibatches are whole training HITs. Up to ``FULL_BATCH_PAIRS`` training
+pairs every step scores them all; above it, unless ``batch_hits`` is given,
+each step scores a minibatch that shows each image a few times
+(``default_batch_hits``), so a step's cost follows the images, not the
+pairs, and a campaign of millions of pairs fits in minutes. The loop itself (minibatch order, progress,
 checkpoints, a clean stop on Ctrl-C or SIGTERM, resume to the same result) is
 ``models.svi_trainer``, which BCC shares; this module holds what is the
 CEN's own: its guide, its starting point and its schedule.
@@ -16,6 +19,7 @@ CEN's own: its guide, its starting point and its schedule.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,10 +35,11 @@ from models.svi_trainer import SVIRun, run_svi
 
 @dataclass
 class FitResult(SVIRun):
-    """The SVI run (its losses are per training pair; ``steps`` and ``lr`` with defaults resolved) and the
-    guide it trained."""
+    """The SVI run (its losses are per training pair; ``steps`` and ``lr`` with defaults resolved), the
+    guide it trained and its minibatch size (``batch_hits``, resolved; None: all HITs every step)."""
 
     guide: torch.nn.Module | None = None
+    batch_hits: int | None = None
 
 
 def _initialiser(model: BayesianCEN, seed: int, start_pairs: Pairs | None = None):
@@ -62,17 +67,22 @@ def make_guide(model: BayesianCEN, map_mode: bool, seed: int = 0, start_pairs: P
     return AutoNormal(model, init_loc_fn=init, init_scale=0.05)
 
 
-def default_lr(model: BayesianCEN, map_mode: bool) -> float:
+def default_lr(model: BayesianCEN, map_mode: bool, minibatch: bool = False) -> float:
     """Adam's starting step (it decays ×0.1 over the fit), tuned on simulated retina/celeba.
 
     The choice variant's embedding moves far from its start (levels end up
     ξ_n apart), and 500 steps at 0.3 reached the held-out accuracy of 1800
     steps at 0.15 on retina; the continuous variants' per-grid activations
     diverge at 0.3 (the retina mixture's held-out accuracy drops) and are run
-    at 0.1. MAP (a point, no sampling noise) takes 0.3. (Measured:
-    benchmarks/README.md, "Measurements behind the defaults".)
+    at 0.1. MAP (a point, no sampling noise) takes 0.3. Minibatches
+    (``default_batch_hits``) add their own gradient noise, and at 0.3 a
+    10 M-pair crowd settled 2 points of accuracy under its full-batch fit;
+    0.2 matched it there and beat 0.3 and 0.1 on birds. (Measured:
+    benchmarks/README.md, "Measurements behind the defaults" and "Large crowds".)
     """
-    return 0.3 if model.sums_out_choice or map_mode else 0.1
+    if model.sums_out_choice or map_mode:
+        return 0.2 if minibatch else 0.3
+    return 0.1
 
 
 def default_steps(map_mode: bool) -> int:
@@ -80,6 +90,33 @@ def default_steps(map_mode: bool) -> int:
     MAP of the paper's loss: 200 (on retina, 500 steps gain little held-out accuracy).
     Measured: benchmarks/README.md, "Measurements behind the defaults"."""
     return 200 if map_mode else 500
+
+
+FULL_BATCH_PAIRS = 500_000  # training pairs up to which every step scores all of them
+IMAGE_SHOWINGS = 10  # above it: a minibatch shows each image in about this many of its HITs
+
+
+def default_batch_hits(model: BayesianCEN) -> int | None:
+    """HITs per minibatch for ``model``'s whole training set (its ``plate_*`` sizes): None (all) up to
+    ``FULL_BATCH_PAIRS`` pairs; above, enough HITs to show each image about ``IMAGE_SHOWINGS`` times.
+
+    A full-batch step costs time in proportion to the pairs, and the default 500
+    steps then grow past an hour on a campaign of 10 M pairs. What a minibatch
+    must keep is each image's gradient: an image's embedding learns only from
+    the minibatch's HITs that show it, so the minibatch grows with the images,
+    not with the pairs. On simulated birds (1,000 images, 0.7 M training
+    pairs, K = 10) about 11 showings per step reached the full-batch held-out
+    accuracy in a quarter of the time; on a 10 M-pair crowd of 5,000 images
+    about 4 showings per step lost 2 points of accuracy however long the fit
+    ran (benchmarks/README.md, "Large crowds"). Below the threshold a full
+    step costs little and full batches stay the measured default.
+    """
+    if model.plate_pairs <= FULL_BATCH_PAIRS:
+        return None
+    pairs_per_hit = model.plate_pairs / model.plate_hits
+    images_per_hit = (1.0 + math.sqrt(1.0 + 8.0 * pairs_per_hit)) / 2.0  # S images make S(S − 1)/2 pairs
+    batch = math.ceil(IMAGE_SHOWINGS * model.n_images / images_per_hit)
+    return batch if batch < model.plate_hits else None
 
 
 def fit_svi(model: BayesianCEN, *, map_mode: bool = False, steps: int | None = None, lr: float | None = None,
@@ -98,6 +135,8 @@ def fit_svi(model: BayesianCEN, *, map_mode: bool = False, steps: int | None = N
     than the exchangeable noise model does, so with noise on from step 0 most
     HITs go to noise and the embedding gets almost no gradient (benchmarks/README.md).
 
+    ``batch_hits``: HITs per minibatch; None: ``default_batch_hits``, all of them on all but large crowds.
+
     ``sharded``: ``model`` holds this process's shard of a data-parallel fit (its ``plate_sizes``
     the whole training set's); ``batch_hits`` stays the whole minibatch, shared among the processes.
     """
@@ -106,14 +145,17 @@ def fit_svi(model: BayesianCEN, *, map_mode: bool = False, steps: int | None = N
     model.to(device)
     guide = make_guide(model, map_mode, seed, start_pairs)
     n_hits = model.n_train_hits
+    batch_hits = default_batch_hits(model) if batch_hits is None else batch_hits
+    every_hit = batch_hits is None or batch_hits >= model.plate_hits  # full batch (all processes together)
+    whole_batch = None if every_hit else batch_hits
     if sharded and batch_hits is not None:  # this process's part of the whole minibatch
         batch_hits = max(1, round(batch_hits * n_hits / model.plate_hits))
     batch = n_hits if batch_hits is None else min(batch_hits, n_hits)
     guide(torch.arange(n_hits, device=device) if batch < n_hits else None)  # guide parameters on the device
-    lr = default_lr(model, map_mode) if lr is None else lr
+    lr = default_lr(model, map_mode, minibatch=not every_hit) if lr is None else lr
     steps = default_steps(map_mode) if steps is None else steps
     run = run_svi(model, guide, n_units=n_hits, batch=batch, steps=steps, lr=lr, seed=seed,
                   loss_scale=model.plate_pairs, step_args=lambda step: (step >= noise_warmup * steps,), sharded=sharded,
                   desc="MAP" if map_mode else "SVI", progress=progress, checkpoint=checkpoint, resume=resume,
                   checkpoint_every=checkpoint_every, device=device)
-    return FitResult(**vars(run), guide=guide)
+    return FitResult(**vars(run), guide=guide, batch_hits=whole_batch)

@@ -125,12 +125,15 @@ def hit_index(pairs: Pairs) -> tuple[torch.Tensor, torch.Tensor]:
     return hits, local
 
 
+PAIR_CHUNK = 100_000  # pairs scored at once: prediction's memory follows draws × chunk, not draws × pairs
+
+
 @torch.no_grad()
-def pair_probability_draws(model: BayesianCEN, draws: list[Draw], data: CrowdData, pairs: Pairs,
-                           threshold_scale: float | None = None, *, trained_grids: torch.Tensor | None = None,
-                           point: bool = False, seed: int = 0) -> np.ndarray:
-    """(draws, pairs) P(same group) under each posterior draw, float64; the posterior predictive is
-    their mean.
+def pair_probability_chunks(model: BayesianCEN, draws: list[Draw], data: CrowdData, pairs: Pairs,
+                            threshold_scale: float | None = None, *, trained_grids: torch.Tensor | None = None,
+                            point: bool = False, seed: int = 0, progress: bool = False):
+    """(draws, chunk) P(same group) under each posterior draw, float64, for ``PAIR_CHUNK`` pairs at a time;
+    the posterior predictive is their mean over draws.
 
     ``pairs`` may name images, workers and grids beyond ``data``'s (codes past
     its own, as ``cen_bayes.api`` makes them): in each draw (seeded by
@@ -139,7 +142,7 @@ def pair_probability_draws(model: BayesianCEN, draws: list[Draw], data: CrowdDat
     from the population (``unseen_worker_prior``; ``point`` for a MAP fit)
     and a new grid the activation of a random grid of ``trained_grids``:
     averaged over the draws, the posterior predictive for a pair from the
-    same collection.
+    same collection. The new ids are drawn once for all chunks.
     """
     device = model.label.device
     pairs = pairs.to(device)
@@ -152,15 +155,33 @@ def pair_probability_draws(model: BayesianCEN, draws: list[Draw], data: CrowdDat
         pyro.set_rng_seed(seed)
         pools = torch.nonzero(trained_images(model)).squeeze(-1), torch.nonzero(trained_grids).squeeze(-1)
         draws = [with_new_ids(model, draw, *new, *pools, point) for draw in draws]
-    out = [model.pair_same_probability(draw.x, draw.a_w, draw.a_g, draw.beta, draw.rho, draw.eps, pairs, local,
-                                       hit_worker, hit_grid, threshold_scale).double() for draw in draws]
-    return torch.stack(out).cpu().numpy() if out else np.zeros((0, len(pairs)))
+    starts = range(0, len(pairs), PAIR_CHUNK)
+    for start in tqdm(starts, desc="predicting pairs", disable=not progress or len(starts) < 2, leave=False):
+        chunk, chunk_local = pairs.subset(slice(start, start + PAIR_CHUNK)), local[start: start + PAIR_CHUNK]
+        yield torch.stack([model.pair_same_probability(draw.x, draw.a_w, draw.a_g, draw.beta, draw.rho, draw.eps,
+                                                       chunk, chunk_local, hit_worker, hit_grid,
+                                                       threshold_scale).double() for draw in draws])
+
+
+def pair_probability_draws(model: BayesianCEN, draws: list[Draw], data: CrowdData, pairs: Pairs,
+                           threshold_scale: float | None = None, **options) -> np.ndarray:
+    """(draws, pairs) P(same) under each posterior draw (``pair_probability_chunks``, its options)."""
+    chunks = [c.cpu() for c in pair_probability_chunks(model, draws, data, pairs, threshold_scale, **options)]
+    return torch.cat(chunks, 1).numpy() if chunks else np.zeros((len(draws), 0))
+
+
+def pair_probability(model: BayesianCEN, draws: list[Draw], data: CrowdData, pairs: Pairs,
+                     threshold_scale: float | None = None, **options) -> np.ndarray:
+    """(pairs,) the posterior predictive P(same), the mean over draws, never holding every draw of every
+    pair (``pair_probability_chunks``, its options)."""
+    means = [c.mean(0).cpu() for c in pair_probability_chunks(model, draws, data, pairs, threshold_scale, **options)]
+    return torch.cat(means).numpy() if means else np.zeros(0)
 
 
 def with_new_ids(model: BayesianCEN, draw: Draw, n_images: int, n_workers: int, n_grids: int,
                  image_pool: torch.Tensor, grid_pool: torch.Tensor, point: bool) -> Draw:
     """``draw`` with rows appended for new images (a random image of ``image_pool``), workers (the
-    population prior) and grids (a random grid of ``grid_pool``): ``pair_probability_draws``."""
+    population prior) and grids (a random grid of ``grid_pool``): ``pair_probability_chunks``."""
     device = draw.x.device
     x = torch.cat([draw.x, draw.x[image_pool[torch.randint(len(image_pool), (n_images,), device=device)]]])
     a_w, a_g = draw.a_w, draw.a_g

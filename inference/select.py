@@ -22,6 +22,14 @@ one standard error of the paired difference, taken over validation HITs
 K = 10 where the paper's K = 4 predicted the test grids better. Each candidate gets
 half the final fit's steps: shorter fits favour the smaller K, which
 converges sooner (benchmarks/README.md, "Sorting by kind").
+
+On a large crowd the candidates see a seeded sample of grids: at most about
+``SELECTION_PAIRS`` training pairs and a quarter of that for validation, so
+choosing costs a bounded time however large the crowd (on a campaign of 10 M
+pairs, fitting every candidate on all of it would take several times the
+final fit). The sample is still thousands of HITs, enough to tell the
+variants apart; with less data the one-standard-error rule leans to the
+smaller K, which the final fit on all the data then keeps.
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ VARIANT_CANDIDATES = ("kind", "choice")
 K_CANDIDATES = (10, 4)
 VALIDATION_FRAC = 0.2  # of the training grids
 STEPS_SHARE = 0.5  # of the final fit's steps, per candidate (see the module docstring)
+SELECTION_PAIRS = 1_000_000  # training pairs the candidates fit at most (a sample of grids above it)
 
 
 @dataclass
@@ -63,7 +72,21 @@ def validation_split(data: CrowdData, split: Split, frac: float = VALIDATION_FRA
     n_valid = min(max(int(round(frac * len(train_grids))), 1), len(train_grids) - 1)
     valid = np.random.default_rng(seed + 1).permutation(train_grids)[:n_valid]
     held = split.train_hits & np.isin(grid, valid)
-    return Split(train_hits=split.train_hits & ~held, test_hits=held)
+    return Split(train_hits=grid_sample(data, split.train_hits & ~held, SELECTION_PAIRS, seed + 2),
+                 test_hits=grid_sample(data, held, SELECTION_PAIRS // 4, seed + 3))
+
+
+def grid_sample(data: CrowdData, hits: np.ndarray, max_pairs: int, seed: int) -> np.ndarray:
+    """``hits`` (a bool per HIT), or, when they hold more than ``max_pairs`` pairs, those of a seeded
+    random sample of their grids holding about ``max_pairs``."""
+    n_pairs = np.bincount(data.pairs.hit.numpy(), minlength=data.n_hits)
+    if n_pairs[hits].sum() <= max_pairs:
+        return hits
+    grid = data.hits["grid"].to_numpy()
+    grids = np.random.default_rng(seed).permutation(np.unique(grid[hits]))
+    per_grid = np.bincount(grid[hits], weights=n_pairs[hits], minlength=data.n_grids)[grids]
+    keep = grids[: np.searchsorted(np.cumsum(per_grid), max_pairs) + 1]
+    return hits & np.isin(grid, keep)
 
 
 def candidate_p_same(data: CrowdData, inner: Split, pairs, variant: str, K: int, **options) -> np.ndarray:
@@ -118,9 +141,12 @@ def select(data: CrowdData, split: Split, variant: str = AUTO, K: int | str = AU
         return rich if gain.sum() / n_pairs > standard_error else simple
 
     if progress:
+        sampled = " (a sample of the grids)" if inner.train_hits.sum() + inner.test_hits.sum() < split.train_hits.sum() \
+            else ""
         print(f"choosing {'the variant' if variant == AUTO else ''}{' and ' if variant == K == AUTO else ''}"
               f"{'K' if K == AUTO else ''} on {int(inner.test_hits.sum())} validation HITs "
-              f"({VALIDATION_FRAC:.0%} of the training grids), {candidate_steps} steps per candidate", flush=True)
+              f"({VALIDATION_FRAC:.0%} of the training grids), {candidate_steps} steps per candidate on "
+              f"{int(inner.train_hits.sum())} training HITs{sampled}", flush=True)
     best = score(variants[-1], Ks[0])  # the simplest variant first: choice, then kind, which adds to it
     for v in reversed(variants[:-1]):
         best = simpler_unless_beaten(best, score(v, Ks[0]))

@@ -56,7 +56,7 @@ from cen_bayes.crowd import CrowdData, odd_hit_counts
 from cen_bayes.datasets import DATASETS, load_dataset
 from cen_bayes.importers import FORMATS, load_table
 from cen_bayes.splits import split_by_grid, unseen_worker_hits
-from inference.arviz_export import LOO_HITS, inference_data, write_netcdf
+from inference.arviz_export import LOO_HITS, PREDICTIVE_HITS, inference_data, write_netcdf
 from cen_bayes.datasets import true_hits
 from inference.evaluate import Scored, evaluate_method, fit_and_evaluate
 from models.svi_trainer import FitDiverged, deterministic, process_group
@@ -123,13 +123,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--steps", type=_positive_int, default=None,
                         help="optimiser steps (default: 500 SVI, 200 MAP)")
     parser.add_argument("--lr", type=float, default=None, help="Adam step size (default: 0.3 kind, choice and MAP; 0.1 other SVI)")
-    parser.add_argument("--batch-hits", type=_positive_int, default=None, help="HITs per minibatch (default: all)")
+    parser.add_argument("--batch-hits", type=_positive_int, default=None, help="HITs per minibatch (default: all up to 500,000 training pairs; above, enough "
+                             "to show each image about 10 times: inference/fit.py)")
     parser.add_argument("--draws", type=_positive_int, default=100, help="posterior draws for predictions")
     parser.add_argument("--psis-draws", type=_psis_draws, default=200,
                         help="guide draws for the PSIS k-hat diagnostic (0 skips it, else at least 25)")
     parser.add_argument("--loo-hits", type=_non_negative_int, default=LOO_HITS, metavar="N",
                         help=f"training HITs whose log-likelihood posterior.nc keeps for az.loo (default {LOO_HITS}; "
                              "a seeded random subsample of larger crowds; 0 leaves it out)")
+    parser.add_argument("--predictive-hits", type=_non_negative_int, default=PREDICTIVE_HITS, metavar="N",
+                        help="held-out HITs whose pairs' posterior predictive draws posterior.nc keeps (default "
+                             f"{PREDICTIVE_HITS}; a seeded random subsample of larger crowds; 0 leaves them out); "
+                             "heldout_pairs has every pair's predictive mean")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--holdout-frac", type=_fraction, default=0.15,
                         help="share of grids held out whole and scored, in [0, 1); 0 fits every grid")
@@ -169,7 +174,8 @@ def resumed_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> a
              if name not in _DISPLAY_OPTIONS and value != defaults[name]]
     if extra:
         parser.error(f"--resume takes the fit's settings from {saved}; drop {', '.join(extra)}")
-    settings = {**json.loads(saved.read_text()), **{name: getattr(args, name) for name in _DISPLAY_OPTIONS}}
+    settings = {**defaults, **json.loads(saved.read_text()),  # an option newer than the run: its default
+                **{name: getattr(args, name) for name in _DISPLAY_OPTIONS}}
     return argparse.Namespace(**{**settings, "out": str(run_dir)})
 
 
@@ -230,8 +236,9 @@ def run(args) -> dict:
             sys.exit(130)
         if lead:
             write_netcdf(inference_data(result.model, result.draws, data, split.train_hits, result.test_pairs,
-                                        result.p_same_draws, result.p_attr_draws, seed=args.seed,
-                                        loo_hits=args.loo_hits, progress=not args.no_progress),
+                                        lambda pairs: result.cen.predict_proba_draws(data, pairs),
+                                        result.p_attr_draws, seed=args.seed, loo_hits=args.loo_hits,
+                                        predictive_hits=args.predictive_hits, progress=not args.no_progress),
                          out / "posterior.nc")
     else:
         result = evaluate_method(method, data, split, sim, seed=args.seed)

@@ -169,33 +169,32 @@ class DataParallelStep:
                 torch_distributed.broadcast(value.data, src=0)
 
     def step(self, units, *args) -> float:
-        if self.sharded:  # the units are this rank's own (None: all of them); its share is of all ranks' units
+        if self.sharded:  # the units are this rank's own (None: all of them)
             mine = units
-            count = torch.tensor([float(self.n_units if units is None else len(units))], device=self.device)
-            scored = count.item()
-            torch_distributed.all_reduce(count)
-            share = scored / count.item()
+            count = self.n_units if units is None else len(units)
         else:  # every rank holds every unit and takes every world-th of the minibatch
             everything = torch.arange(self.n_units, device=self.device) if units is None else units
             mine = everything[self.rank::self.world]
-            share = len(mine) / len(everything)
+            count = len(mine)
         with poutine.trace(param_only=True) as capture:
             loss = self.loss.loss_and_grads(self.model, self.guide, mine, *args)
         # the parameters this step used (as ``SVI.step`` updates them), in the same order on every rank; one
         # with no gradient (a term switched off, as the CEN's noise in its warm-up) is left out, as SVI does
         params = [capture.trace.nodes[name]["value"].unconstrained() for name in sorted(capture.trace.nodes)]
         with_grad = [value for value in params if value.grad is not None]
-        flat = torch.cat([value.grad.reshape(-1) for value in with_grad]) * share
-        torch_distributed.all_reduce(flat)
-        total = torch.tensor([loss * share], dtype=torch.float64, device=flat.device)
-        torch_distributed.all_reduce(total)
+        # one all-reduce of (gradients, loss, units), each weighted by this rank's units: dividing by the
+        # total gives every rank the gradient and loss of all ranks' units together
+        weighted = torch.cat([*(value.grad.reshape(-1).double() for value in with_grad),
+                              torch.tensor([loss, 1.0], dtype=torch.float64, device=self.device)]) * count
+        torch_distributed.all_reduce(weighted)
+        weighted /= weighted[-1].clone()
         offset = 0
         for value in with_grad:
-            value.grad = flat[offset: offset + value.numel()].view_as(value).clone()
+            value.grad = weighted[offset: offset + value.numel()].view_as(value).to(value.dtype)
             offset += value.numel()
         self.optim(params)
         zero_grads(params)
-        return float(total.item())
+        return float(weighted[-2])
 
     def any_rank(self, flag: bool) -> bool:
         """True on every rank when ``flag`` is True on some rank (a stop signal stops them all)."""

@@ -158,6 +158,21 @@ def test_validation_split_holds_out_whole_training_grids(tiny):
     assert inner.test_hits.sum() > 0 and abs(len(set(grid[inner.test_hits])) / len(set(grid[split.train_hits])) - 0.2) < 0.05
 
 
+def test_a_large_crowd_chooses_on_a_sample_of_whole_grids(tiny, monkeypatch):
+    """Above ``SELECTION_PAIRS`` training pairs the candidates fit on a seeded sample of whole grids of about
+    that many pairs (validation: a quarter); below it the validation split is the plain one."""
+    from inference import select as selection
+    _, data, split = tiny
+    plain = selection.validation_split(data, split, seed=3)
+    monkeypatch.setattr(selection, "SELECTION_PAIRS", 2000)
+    inner = selection.validation_split(data, split, seed=3)
+    grid, n_pairs = data.hits["grid"].to_numpy(), np.bincount(data.pairs.hit.numpy(), minlength=data.n_hits)
+    for part, whole, cap in ((inner.train_hits, plain.train_hits, 2000), (inner.test_hits, plain.test_hits, 500)):
+        assert not (part & ~whole).any() and 0 < part.sum() < whole.sum()
+        assert set(grid[part]).isdisjoint(grid[whole & ~part])  # whole grids in or out
+        assert cap <= n_pairs[part].sum() <= cap + n_pairs[whole].max() * np.bincount(grid[whole]).max()
+
+
 def test_selection_keeps_the_simpler_candidate_unless_beaten_beyond_one_standard_error(tiny, monkeypatch):
     """Stub fits whose validation P(observed label) is 0.7 + gain + independent noise per pair: a gain
     well inside one standard error keeps choice / the smaller K, a clear gain picks the richer one."""
@@ -193,3 +208,23 @@ def test_selection_with_one_training_grid_takes_the_simplest_candidate(tiny):
     assert selection.validation_split(data, one) is None
     chosen = selection.select(data, one, steps=5, progress=False)
     assert (chosen.variant, chosen.K, len(chosen.scores)) == ("choice", 4, 0)
+
+
+def test_large_crowds_fit_in_minibatches_that_show_each_image_a_few_times(tiny, monkeypatch):
+    """Above ``FULL_BATCH_PAIRS`` training pairs the default minibatch holds enough whole HITs to show each
+    image about ``IMAGE_SHOWINGS`` times, at the minibatch step size; below it, full batches as before."""
+    from inference import fit
+
+    _, data, split = tiny
+    model = BayesianCEN(data, split.train_hits, K=3, variant="choice")
+    assert fit.default_batch_hits(model) is None
+    small = fit.fit_svi(model, steps=3, progress=False)
+    assert small.batch_hits is None and small.lr == 0.3
+    monkeypatch.setattr(fit, "FULL_BATCH_PAIRS", 1000)
+    images_per_hit = data.hits["n_images"].to_numpy()[split.train_hits].mean()  # every HIT of tiny shows its grid
+    expected = int(np.ceil(fit.IMAGE_SHOWINGS * data.n_images / images_per_hit))
+    assert fit.default_batch_hits(model) == expected < model.n_train_hits
+    large = fit.fit_svi(model, steps=3, progress=False)
+    assert large.batch_hits == expected and large.lr == 0.2
+    monkeypatch.setattr(fit, "IMAGE_SHOWINGS", 1000)  # more than every HIT shows: full batch after all
+    assert fit.default_batch_hits(model) is None

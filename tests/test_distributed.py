@@ -1,6 +1,9 @@
 """Data-parallel SVI (models.svi_trainer): 2 processes on CPU (gloo) reach the parameters 1 process
 reaches taking the same minibatches, whether every process holds every HIT or (``CEN``) only its shard."""
 
+import signal
+
+import numpy as np
 import pyro
 import pytest
 import torch
@@ -9,8 +12,9 @@ import torch.multiprocessing as mp
 
 from cen_bayes.crowd import CrowdData
 from cen_bayes.datasets import load_dataset
-from cen_bayes.splits import split_by_grid
+from cen_bayes.splits import Split, split_by_grid
 from inference.fit import fit_svi
+from models import svi_trainer
 from models.cen import BayesianCEN
 
 FIT = dict(steps=12, batch_hits=16, seed=0, progress=False)
@@ -122,3 +126,60 @@ def test_torchrun_cli_matches_one_process(tmp_path):
     p_two, p_one = (pd.read_csv(tmp_path / run / "heldout_pairs.csv").p_same for run in ("two", "one"))
     assert (p_two - p_one).abs().max() < 1e-3
     assert not (tmp_path / "two" / "checkpoint.pt.partial").exists() and (tmp_path / "two" / "checkpoint.pt").exists()
+
+
+class StopAtStep(svi_trainer.StopSignal):
+    """A SIGTERM that this rank's fit loop sees at its ``STEP``-th check, as if sent between two steps."""
+
+    STEP = 6
+
+    @property
+    def received(self):
+        self.checks = getattr(self, "checks", 0) + 1
+        return signal.SIGTERM if self.checks >= self.STEP else None
+
+    @received.setter
+    def received(self, value):
+        pass
+
+
+def resumable_rank_main(rank: int, world: int, rendezvous: str, out: str, checkpoint: str, stop_rank: int) -> None:
+    torch_distributed.init_process_group("gloo", init_method=rendezvous, rank=rank, world_size=world)
+    if rank == stop_rank:
+        svi_trainer.StopSignal = StopAtStep
+    try:
+        from cen_bayes import CEN
+
+        torch.set_num_threads(1)
+        data = CrowdData.from_source(load_dataset("tiny", seed=0).table)
+        split = split_by_grid(data, 0.15, seed=0)
+        train = split.train_hits.copy()
+        train[np.flatnonzero(train)[0]] = False  # an odd number of HITs: shards of unequal size, unequal orders
+        split = Split(train_hits=train, test_hits=split.test_hits)
+        cen = CEN(K=4, variant="choice", steps=15, batch_hits=30, seed=0, progress=False, draws=5,
+                  checkpoint=checkpoint, resume=True, checkpoint_every=4).fit(data, split)
+        with cen._own_params():
+            params = {name: value.detach().clone() for name, value in pyro.get_param_store().named_parameters()}
+        torch.save({"params": params, "interrupted": cen.interrupted_, "losses": cen.fit_result_.losses},
+                   f"{out}.{rank}")
+    finally:
+        torch_distributed.destroy_process_group()
+
+
+def test_a_stopped_sharded_fit_resumes_to_the_uninterrupted_one(tmp_path):
+    """A stop signal on one rank stops every rank at the same step; ``--resume`` continues every shard from
+    its own minibatch order and reaches the uninterrupted fit's parameters."""
+    def run(name: str, checkpoint: str, stop_rank: int) -> list[dict]:
+        mp.start_processes(resumable_rank_main, args=(2, f"file://{tmp_path / name}", str(tmp_path / name),
+                                                      str(tmp_path / checkpoint), stop_rank),
+                           nprocs=2, start_method="spawn")
+        return [torch.load(tmp_path / f"{name}.{rank}", weights_only=False) for rank in range(2)]
+
+    whole = run("whole", "whole.pt", stop_rank=-1)
+    stopped = run("stopped", "parts.pt", stop_rank=1)
+    assert all(rank["interrupted"] for rank in stopped) and len(stopped[0]["losses"]) == StopAtStep.STEP
+    assert (tmp_path / "parts.pt.rank1").exists()  # the second shard's own minibatch order
+    resumed = run("resumed", "parts.pt", stop_rank=-1)
+    assert not resumed[0]["interrupted"] and resumed[0]["losses"] == whole[0]["losses"]
+    for name, value in whole[0]["params"].items():
+        assert torch.equal(resumed[0]["params"][name], value), name

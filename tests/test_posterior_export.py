@@ -84,12 +84,19 @@ def test_a_subsample_of_hits_gets_the_same_log_likelihood(variant):
     np.testing.assert_allclose(part, full[:, hits.numpy()], rtol=1e-5)
 
 
-def test_loo_hits_subsamples_the_exported_log_likelihood(tmp_path):
+def test_loo_and_predictive_hits_subsample_the_export(tmp_path):
+    """``--loo-hits`` and ``--predictive-hits`` keep a sample of HITs in posterior.nc; the predictive draws'
+    pairs are named by their rows in heldout_pairs.csv, and their mean is that table's P(same)."""
     main(["--dataset", "tiny", "--variant", "choice", "--K", "3", "--steps", "20", "--draws", "5", "--loo-hits", "30",
-          "--psis-draws", "0", "--no-progress", "--no-figures", "--out", str(tmp_path)])
+          "--predictive-hits", "7", "--psis-draws", "0", "--no-progress", "--no-figures", "--out", str(tmp_path)])
     idata = az.from_netcdf(tmp_path / "posterior.nc")
     names = idata.log_likelihood.coords["train_hit"].values
     hits = pd.read_csv(tmp_path / "hits.csv")
     train = (hits.worker_id.astype(str) + "|" + hits.grid_id.astype(str))[hits.split == "train"]
     assert len(names) == 30 and set(names) <= set(train) and len(set(names)) == 30
     assert np.isfinite(az.loo(idata).elpd_loo)
+    held = pd.read_csv(tmp_path / "heldout_pairs.csv")
+    rows = idata.posterior_predictive.coords["heldout_pair"].values
+    assert 0 < len(rows) < len(held) and len(held.iloc[rows].groupby(["worker_id", "grid_id"])) == 7
+    np.testing.assert_array_equal(idata.observed_data["label"].values, held.label.to_numpy()[rows])
+    assert set(np.unique(idata.posterior_predictive["label"].values)) <= {0, 1}
