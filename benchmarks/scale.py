@@ -19,6 +19,11 @@ against the 16 species by multiclass MCC, NMI and matched F1.
 
 Writes ``speed.{csv,md}`` and ``clustering.md``.
 
+**Schedules** (``--schedules``): the default minibatch schedule of large
+crowds (``inference.fit.default_batch_hits``) at three step sizes against
+full-batch fits, on birds and birds-like crowds of 1 M and 10 M pairs.
+Writes ``scale_schedule.{csv,md}``.
+
 **Crowd size** (``--pairs``): the CLI itself (``python -m inference.svi``, as
 a user runs it, ``--variant choice --K 4``, its other defaults) on simulated
 birds-like crowds of about that many pairs (grids of 24; images, workers and
@@ -147,7 +152,9 @@ def pairs_sweep(sizes: list[float], processes: list[int], seed: int, threads: in
     csv = out / "scale_pairs.csv"
     rows = pd.read_csv(csv).to_dict("records") if resume and csv.exists() else []
     model = "auto" if auto else "choice K 4"
-    done = {(r["target_pairs"], r["processes"]) for r in rows if r.get("model", "choice K 4") == model}
+    device = extra[extra.index("--device") + 1] if "--device" in extra else "cpu"
+    done = {(r["target_pairs"], r["processes"]) for r in rows
+            if r.get("model", "choice K 4") == model and str(r.get("device", "cpu")).startswith(device)}
     version = code_version()
     with tempfile.TemporaryDirectory() as work:
         for size in sizes:
@@ -165,6 +172,7 @@ def pairs_sweep(sizes: list[float], processes: list[int], seed: int, threads: in
                 rows.append({"target_pairs": size, "pairs": sim.n_pairs, "images": sim.table.image_id.nunique(),
                              "workers": sim.table.worker_id.nunique(), "hits": len(sim.hits),
                              "n_train_hits": m["n_train_hits"], "processes": n, "threads": threads, "model": model,
+                             "device": m["device"],
                              "chosen": f"{m['variant']} K {m['K']}", "batch_hits": m.get("batch_hits"),
                              "selection_seconds": m.get("selection_seconds", 0.0),
                              "steps": m["steps"], "epochs": epochs, "fit_seconds": m["fit_seconds"],
@@ -187,7 +195,7 @@ def sweep_report(frame: pd.DataFrame) -> str:
         "peak RSS MB": frame.peak_rss_mb.map("{:.0f}".format), "held-out acc": frame.accuracy.map("{:.3f}".format),
         "batch HITs": frame.batch_hits.map(lambda b: "all" if pd.isna(b) else f"{int(b):,}"),
         "choosing s": frame.selection_seconds.map("{:.1f}".format)})
-    cols = ["model", "chosen", "pairs", "images", "workers", "hits", "processes", "batch HITs", "steps", "choosing s",
+    cols = ["model", "chosen", "device", "pairs", "images", "workers", "hits", "processes", "batch HITs", "steps", "choosing s",
             "fit s", "s / epoch", "whole run s", "peak RSS MB", "held-out acc"]
     return "\n".join([
         "# The CLI on crowds of growing size (`python -m benchmarks.scale --pairs`)", "",
@@ -202,8 +210,8 @@ def sweep_report(frame: pd.DataFrame) -> str:
 
 def sweep_plot(frame: pd.DataFrame, path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
-    for (model, n), part in frame.groupby(["model", "processes"]):
-        part, name = part.sort_values("pairs"), f"{model}, {n} process{'es' if n > 1 else ''}"
+    for (model, device, n), part in frame.groupby(["model", "device", "processes"]):
+        part, name = part.sort_values("pairs"), f"{model}, {device}, {n} process{'es' if n > 1 else ''}"
         axes[0].plot(part.pairs, part.fit_seconds, "o-", label=f"{name}: fit")
         axes[0].plot(part.pairs, part.wall_seconds, "s--", label=f"{name}: whole run", alpha=0.6)
         axes[1].plot(part.pairs, part.peak_rss_mb, "o-", label=name)
@@ -214,6 +222,65 @@ def sweep_plot(frame: pd.DataFrame, path: Path) -> None:
     with atomic_path(path) as partial:
         fig.savefig(partial, format="png", dpi=110)
     plt.close(fig)
+
+
+# (crowd, K, [(batch: "full" or "default", steps, lr or None for the default)]): the schedules compared
+SCHEDULES = [("birds", 10, [("full", 500, None), ("default", 500, 0.1), ("default", 500, None), ("default", 500, 0.3)]),
+             (1e6, 4, [("full", 500, None), ("default", 500, 0.1), ("default", 500, None), ("default", 500, 0.3)]),
+             (1e7, 4, [("full", 150, None), ("default", 500, 0.1), ("default", 500, None), ("default", 500, 0.3)])]
+
+
+def schedule_sweep(seed: int, out: Path, smoke: bool = False) -> pd.DataFrame:
+    """Full-batch fits against the default minibatch schedule (``inference.fit.default_batch_hits``) at three
+    step sizes, ``--variant choice``, on birds and birds-like crowds of 1 M and 10 M pairs: held-out accuracy
+    and NLL (20 posterior draws) and fit seconds. One fit at a time in this process."""
+    from cen_bayes import CEN
+    from cen_bayes.crowd import CrowdData
+    from cen_bayes.datasets import load_dataset
+    from cen_bayes.metrics import pair_scores
+    from cen_bayes.splits import split_by_grid
+
+    rows, version = [], code_version()
+    out.mkdir(parents=True, exist_ok=True)
+    schedules = [("tiny", 3, [("full", 20, None), ("default", 20, None)])] if smoke else SCHEDULES
+    for crowd, K, runs in schedules:
+        sim = load_dataset(crowd, seed=seed) if isinstance(crowd, str) else sized_crowd(crowd, seed)
+        data = CrowdData.from_source(sim.table)
+        split = split_by_grid(data, 0.15, seed=seed)
+        test = data.pairs.subset(split.pair_masks(data)[1])
+        n_train_hits = int(split.train_hits.sum())
+        for batch, steps, lr in runs:
+            cen = CEN(K, "choice", steps=steps, lr=lr, batch_hits=n_train_hits if batch == "full" else None,
+                      draws=20, seed=seed, progress=False).fit(data, split)
+            scores = pair_scores(test.label.numpy(), cen.predict_proba(data, test))
+            fit = cen.fit_result_
+            rows.append({"crowd": crowd if isinstance(crowd, str) else f"{len(data.pairs):,} pairs",
+                         "pairs": len(data.pairs), "images": data.n_images, "n_train_hits": n_train_hits, "K": K,
+                         "schedule": batch, "batch_hits": fit.batch_hits, "steps": fit.steps, "lr": fit.lr,
+                         "epochs": fit.steps * (fit.batch_hits or n_train_hits) / n_train_hits,
+                         "fit_seconds": fit.seconds, "accuracy": scores["accuracy"], "nll": scores["nll"],
+                         "seed": seed, "code": version})
+            write_csv(pd.DataFrame(rows), out / "scale_schedule.csv", float_format="%.5g")
+            r = rows[-1]
+            print(f"{r['crowd']}: {batch} batch ({r['batch_hits'] or 'all'} HITs) lr {r['lr']:g}, {steps} steps: "
+                  f"fit {r['fit_seconds']:.1f} s, held-out accuracy {r['accuracy']:.4f}, NLL {r['nll']:.4f}", flush=True)
+    return pd.DataFrame(rows)
+
+
+def schedule_report(frame: pd.DataFrame) -> str:
+    table = frame.assign(**{
+        "batch HITs": frame.batch_hits.map(lambda b: "all" if pd.isna(b) else f"{int(b):,}"),
+        "lr": frame.lr.map("{:g}".format), "epochs": frame.epochs.map("{:.0f}".format),
+        "fit s": frame.fit_seconds.map("{:.1f}".format), "held-out acc": frame.accuracy.map("{:.4f}".format),
+        "held-out NLL": frame.nll.map("{:.4f}".format)})
+    cols = ["crowd", "images", "K", "schedule", "batch HITs", "lr", "steps", "epochs", "fit s", "held-out acc",
+            "held-out NLL"]
+    return "\n".join([
+        "# Full batches against the default minibatch schedule (`python -m benchmarks.scale --schedules`)", "",
+        f"{machine()}, {code_line(frame)}, one fit at a time; `--variant choice`, seed "
+        f"{sorted(frame.seed.unique().tolist())}; `default`: `inference.fit.default_batch_hits` (enough HITs to "
+        "show each image about 10 times per step) at Adam step sizes 0.1, 0.2 (the default) and 0.3; held-out "
+        "scores from 20 posterior draws.", "", table[cols].to_markdown(index=False, disable_numparse=True), ""])
 
 
 def main(argv=None) -> None:
@@ -230,12 +297,20 @@ def main(argv=None) -> None:
                         "(its default) instead of --variant choice --K 4")
     parser.add_argument("--cli", nargs=argparse.REMAINDER, default=[],
                         help="with --pairs: further CLI options for every run (last on the line)")
+    parser.add_argument("--schedules", action="store_true", help="instead of the methods: full batches against "
+                        "the default minibatch schedule on growing crowds (scale_schedule.{csv,md})")
     add_run_arguments(parser, jobs=False)
     args = parser.parse_args(argv)
     out = Path(args.out)
+    if args.schedules:
+        frame = schedule_sweep(args.seed, out, args.smoke)
+        write_text(out / "scale_schedule.md", schedule_report(frame))
+        print(f"wrote {out}/scale_schedule.{{csv,md}}")
+        return
     if args.pairs:
         sizes = [2e3] if args.smoke else args.pairs
-        frame = pairs_sweep(sizes, args.processes, args.seed, args.threads, out, args.cli, args.resume, args.auto)
+        frame = pairs_sweep(sizes, args.processes, args.seed, args.threads, out, ["--device", args.device, *args.cli],
+                            args.resume, args.auto)
         sweep_plot(frame, out / "scale_pairs.png")
         write_text(out / "scale_pairs.md", sweep_report(frame))
         print(f"wrote {out}/scale_pairs.{{csv,md,png}}")

@@ -30,6 +30,7 @@ from inference.fit import FitResult
 from models.cen import BayesianCEN
 from models.energy import GAMMA
 from models.pair_method import PairMethod
+from models.svi_trainer import process_group
 
 
 @dataclass
@@ -74,7 +75,8 @@ def fit_and_evaluate(data: CrowdData, split: Split, sim=None, *, variant: str = 
                      batch_hits: int | None = None, draws: int = 100, seed: int = 0, device: str = "cpu",
                      progress: bool = True, checkpoint=None, resume: bool = False, checkpoint_every: int = 100,
                      psis_draws: int = 200, gamma: float = GAMMA) -> Evaluation | None:
-    """Fit a ``CEN`` on ``split.train_hits``, predict its test HITs; None when the fit was interrupted.
+    """Fit a ``CEN`` on ``split.train_hits``, predict its test HITs; None when the fit was interrupted, and
+    on every rank but 0 of a data-parallel fit (the scoring is rank 0's alone, not repeated on each).
 
     ``variant`` / ``K`` ``"auto"`` (the defaults): chosen first by ``inference.select`` on a
     validation share of the training grids, then refitted on all of them; the candidates'
@@ -83,7 +85,7 @@ def fit_and_evaluate(data: CrowdData, split: Split, sim=None, *, variant: str = 
     cen = CEN(K, variant, map_mode=map_mode, steps=steps, lr=lr, batch_hits=batch_hits, draws=draws, seed=seed,
               device=device, progress=progress, gamma=gamma, checkpoint=checkpoint, resume=resume,
               checkpoint_every=checkpoint_every).fit(data, split)
-    if cen.interrupted_:
+    if cen.interrupted_ or process_group()[0] > 0:  # under torchrun rank 0 alone scores and writes
         return None
     model, fit, selection = cen.model_, cen.fit_result_, cen.selection_
     test_pairs = data.pairs.subset(split.pair_masks(data)[1])

@@ -231,6 +231,8 @@ def run(args) -> dict:
                                   seed=args.seed, device=args.device, progress=not args.no_progress and lead,
                                   checkpoint=out / "checkpoint.pt", resume=bool(args.resume),
                                   checkpoint_every=args.checkpoint_every, psis_draws=args.psis_draws)
+        if result is None and not lead:  # the fit was this rank's part; rank 0 scores and writes
+            return {}
         if result is None:  # stopped by Ctrl-C or SIGTERM; the checkpoint is kept
             say(f"resume with: python -m inference.svi --resume {out}", file=sys.stderr)
             sys.exit(130)

@@ -145,3 +145,11 @@ def test_scale_pairs_smoke(tmp_path):
     assert (frame.peak_rss_mb > 50).all() and (frame.wall_seconds > frame.fit_seconds).all()
     assert frame.accuracy.between(0, 1).all() and (frame.epochs == 20).all()  # full batch: a step is an epoch
     assert "torchrun" in (tmp_path / "scale_pairs.md").read_text() and (tmp_path / "scale_pairs.png").exists()
+
+
+def test_scale_schedules_smoke(tmp_path):
+    scale.main(["--schedules", "--smoke", "--out", str(tmp_path)])
+    frame = pd.read_csv(tmp_path / "scale_schedule.csv")
+    assert list(frame.schedule) == ["full", "default"] and frame.accuracy.between(0, 1).all()
+    assert frame.batch_hits.isna().all() and (frame.epochs == 20).all()  # tiny is below the minibatch threshold
+    assert "default_batch_hits" in (tmp_path / "scale_schedule.md").read_text()
