@@ -215,7 +215,8 @@ class CEN(PairMethod):
 
         self._check_fitted()
         if self._p_attr_draws is None:
-            self._p_attr_draws = predict.attribute_probability_draws(self.model_, self.draws_, self.data_)
+            self._p_attr_draws = predict.attribute_probability_draws(self.model_, self.draws_, self.data_,
+                                                                     progress=self.progress)
         return self._p_attr_draws
 
     def diagnostics(self, psis_draws: int = 200) -> dict:
@@ -228,7 +229,7 @@ class CEN(PairMethod):
             raise RuntimeError("this CEN was saved without its fit trace (by an older version); refit it to diagnose")
         with self._own_params():
             return variational_diagnostics(self.model_, self.guide_, self.fit_result_.losses, self.map_mode,
-                                           psis_draws, self.seed)
+                                           psis_draws, self.seed, progress=self.progress)
 
     # ----- DataFrames -------------------------------------------------------------------------
     def embeddings(self) -> pd.DataFrame:

@@ -22,17 +22,18 @@ import pyro
 import torch
 from pyro import poutine
 from pyro.ops.stats import fit_generalized_pareto
+from tqdm.auto import tqdm
 
 KHAT_WARNING = 0.7
 MAX_TRACE_POINTS = 500
 
 
 @torch.no_grad()
-def importance_log_ratios(model, guide, n_draws: int, seed: int = 0) -> np.ndarray:
+def importance_log_ratios(model, guide, n_draws: int, seed: int = 0, progress: bool = False) -> np.ndarray:
     """log p(θ, y) − log q(θ) for ``n_draws`` draws θ ~ q (model and guide take no arguments), float64."""
     pyro.set_rng_seed(seed)
     ratios = []
-    for _ in range(n_draws):
+    for _ in tqdm(range(n_draws), desc="PSIS k-hat", disable=not progress, leave=False):
         guide_trace = poutine.trace(guide).get_trace()
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace()
         ratios.append((model_trace.log_prob_sum() - guide_trace.log_prob_sum()).double().item())
@@ -80,7 +81,7 @@ def thinned_trace(losses: list[float]) -> tuple[list[int], list[float]]:
 
 
 def variational_diagnostics(model, guide, losses: list[float], map_mode: bool, n_draws: int = 200,
-                            seed: int = 0) -> dict:
+                            seed: int = 0, progress: bool = False) -> dict:
     """What ``metrics.json`` reports about the fit: its ELBO trace, k-hat and warning.
 
     ``losses`` are the fit's −ELBO per training pair (for MAP: −log joint,
@@ -90,6 +91,6 @@ def variational_diagnostics(model, guide, losses: list[float], map_mode: bool, n
     steps, values = thinned_trace([-loss for loss in losses])
     out = {"elbo_step": steps, "elbo_per_pair": values, "psis_khat": None, "psis_draws": 0, "warning": None}
     if not map_mode and n_draws > 0:
-        khat = pareto_khat(importance_log_ratios(model, guide, n_draws, seed))
+        khat = pareto_khat(importance_log_ratios(model, guide, n_draws, seed, progress))
         out.update(psis_khat=khat, psis_draws=n_draws, warning=khat_warning(khat))
     return out

@@ -197,7 +197,8 @@ def with_new_ids(model: BayesianCEN, draw: Draw, n_images: int, n_workers: int, 
 
 
 @torch.no_grad()
-def attribute_probability_draws(model: BayesianCEN, draws: list[Draw], data: CrowdData) -> np.ndarray:
+def attribute_probability_draws(model: BayesianCEN, draws: list[Draw], data: CrowdData,
+                                progress: bool = False) -> np.ndarray:
     """Per posterior draw and HIT (all HITs, data.hits order), P(attribute k was the one used).
 
     (draws, HITs, K [+ 2]), float32. choice: the posterior of z given the
@@ -212,7 +213,7 @@ def attribute_probability_draws(model: BayesianCEN, draws: list[Draw], data: Cro
         index = HitPairs(pairs.i, pairs.j, pairs.label, pairs.hit, data.n_hits, data.n_images,
                          overall=model.overall).to(device)
     out = []
-    for draw in draws:
+    for draw in tqdm(draws, desc="attribute probabilities", disable=not progress, leave=False):
         if model.sums_out_choice:
             log_joint = model.hit_log_joint(draw.x, draw.a_w, draw.a_g, draw.beta, draw.rho, draw.eps, index, None,
                                             hit_worker, hit_grid)

@@ -13,7 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 LAYER = {"cen_bayes": 0, "models": 1, "inference": 2, "cen_bayes.api": 3, "inference.select": 3,
          "inference.evaluate": 4, "inference.methods": 4, "inference.svi": 4, "inference.report": 4,
-         "benchmarks": 4}
+         "benchmarks": 4, "cen_bayes.app": 4}
 
 
 def layer_of(module: str) -> int | None:
