@@ -75,9 +75,9 @@ def default_lr(model: BayesianCEN, map_mode: bool, minibatch: bool = False) -> f
     steps at 0.15 on retina; the continuous variants' per-grid activations
     diverge at 0.3 (the retina mixture's held-out accuracy drops) and are run
     at 0.1. MAP (a point, no sampling noise) takes 0.3. Minibatches
-    (``default_batch_hits``) add their own gradient noise, and at 0.3 a
-    10 M-pair crowd settled 2 points of accuracy under its full-batch fit;
-    0.2 matched it there and beat 0.3 and 0.1 on birds. (Measured:
+    (``default_batch_hits``) add their own gradient noise: at 0.3 a 10 M-pair
+    crowd settled 2 points of accuracy under the 0.1 and 0.2 fits, and 0.2 was
+    within 0.001 of the best accuracy on birds, 1 M and 10 M pairs. (Measured:
     benchmarks/README.md, "Measurements behind the defaults" and "Large crowds".)
     """
     if model.sums_out_choice or map_mode:
@@ -105,11 +105,10 @@ def default_batch_hits(model: BayesianCEN) -> int | None:
     must keep is each image's gradient: an image's embedding learns only from
     the minibatch's HITs that show it, so the minibatch grows with the images,
     not with the pairs. On simulated birds (1,000 images, 0.7 M training
-    pairs, K = 10) about 11 showings per step reached the full-batch held-out
-    accuracy in a quarter of the time; on a 10 M-pair crowd of 5,000 images
-    about 4 showings per step lost 2 points of accuracy however long the fit
-    ran (benchmarks/README.md, "Large crowds"). Below the threshold a full
-    step costs little and full batches stay the measured default.
+    pairs, K = 10) and on birds-like crowds of 1 M and 10 M pairs these
+    minibatches reached the full-batch held-out accuracy in a third of the
+    time or less (benchmarks/README.md, "Large crowds"). Below the threshold
+    a full step costs little and full batches stay the measured default.
     """
     if model.plate_pairs <= FULL_BATCH_PAIRS:
         return None
