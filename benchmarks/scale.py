@@ -148,11 +148,10 @@ def run_cli(table: Path, out: Path, processes: int, threads: int, seed: int, ext
 
 
 def pairs_sweep(sizes: list[float], processes: list[int], seed: int, threads: int, out: Path, extra: list[str],
-                resume: bool = False, auto: bool = False) -> pd.DataFrame:
+                resume: bool = False, auto: bool = False, device: str = "cpu") -> pd.DataFrame:
     csv = out / "scale_pairs.csv"
     rows = pd.read_csv(csv).to_dict("records") if resume and csv.exists() else []
     model = "auto" if auto else "choice K 4"
-    device = extra[extra.index("--device") + 1] if "--device" in extra else "cpu"
     done = {(r["target_pairs"], r["processes"]) for r in rows
             if r.get("model", "choice K 4") == model and str(r.get("device", "cpu")).startswith(device)}
     version = code_version()
@@ -166,7 +165,8 @@ def pairs_sweep(sizes: list[float], processes: list[int], seed: int, threads: in
             for n in processes:
                 if (size, n) in done:
                     continue
-                run = run_cli(table, Path(work) / f"run-{size:g}-{n}", n, threads, seed, extra, auto)
+                run = run_cli(table, Path(work) / f"run-{size:g}-{n}", n, threads, seed, ["--device", device, *extra],
+                              auto)
                 m = run["metrics"]
                 epochs = m["steps"] * (m.get("batch_hits") or m["n_train_hits"]) / m["n_train_hits"]
                 rows.append({"target_pairs": size, "pairs": sim.n_pairs, "images": sim.table.image_id.nunique(),
@@ -309,8 +309,8 @@ def main(argv=None) -> None:
         return
     if args.pairs:
         sizes = [2e3] if args.smoke else args.pairs
-        frame = pairs_sweep(sizes, args.processes, args.seed, args.threads, out, ["--device", args.device, *args.cli],
-                            args.resume, args.auto)
+        frame = pairs_sweep(sizes, args.processes, args.seed, args.threads, out, args.cli, args.resume, args.auto,
+                            args.device)
         sweep_plot(frame, out / "scale_pairs.png")
         write_text(out / "scale_pairs.md", sweep_report(frame))
         print(f"wrote {out}/scale_pairs.{{csv,md,png}}")

@@ -141,7 +141,7 @@ class CEN(PairMethod):
         from inference.fit import make_guide
         from models.svi_trainer import load_params
 
-        guide = make_guide(self.model_, self.map_mode, self.seed)
+        guide = make_guide(self.model_, self.map_mode, self.seed, spectral_start=False)  # no start: overwritten
         guide()  # creates the parameters, which then take the given values
         load_params(params, source)
         return guide

@@ -42,26 +42,31 @@ class FitResult(SVIRun):
     batch_hits: int | None = None
 
 
-def _initialiser(model: BayesianCEN, seed: int, start_pairs: Pairs | None = None):
+def _initialiser(model: BayesianCEN, seed: int, start_pairs: Pairs | None = None, spectral_start: bool = True):
     """init_loc_fn: embeddings at the spectral start (``models.spectral``), scaled to the
     prior's spread; activations at their prior medians, or, for the paper's nearly flat
     priors (tiny λ's), at moderate values like a fresh network's output. ``start_pairs``: the pairs
     the spectral start reads (default the model's own; a shard's model is given all training pairs,
-    so every process starts where one process would)."""
-    pairs = start_pairs or Pairs(worker=model.pair_worker, grid=model.pair_grid, hit=model.pair_hit,
-                                 i=model.pair_i, j=model.pair_j, label=model.label)
-    start = torch.as_tensor(spectral_init(pairs, model.n_images, model.K, seed), dtype=torch.float32)
+    so every process starts where one process would). ``spectral_start=False`` starts the embeddings
+    at a prior draw instead, for a guide whose values are about to be overwritten: the spectral start
+    is an eigendecomposition of an images × images matrix, seconds on thousands of images."""
+    start = None
+    if spectral_start:
+        pairs = start_pairs or Pairs(worker=model.pair_worker, grid=model.pair_grid, hit=model.pair_hit,
+                                     i=model.pair_i, j=model.pair_j, label=model.label)
+        start = torch.as_tensor(spectral_init(pairs, model.n_images, model.K, seed), dtype=torch.float32)
 
     def init(site):
         like = site["fn"].sample().detach()  # shape, dtype and device of the site
         if site["name"] == "x":
-            return (model.embed_scale * start).to(like)
+            return like if start is None else (model.embed_scale * start).to(like)
         return model.priors.initial_value(site, like)
     return init
 
 
-def make_guide(model: BayesianCEN, map_mode: bool, seed: int = 0, start_pairs: Pairs | None = None) -> torch.nn.Module:
-    init = _initialiser(model, seed, start_pairs)
+def make_guide(model: BayesianCEN, map_mode: bool, seed: int = 0, start_pairs: Pairs | None = None,
+               spectral_start: bool = True) -> torch.nn.Module:
+    init = _initialiser(model, seed, start_pairs, spectral_start)
     if map_mode:
         return AutoDelta(model, init_loc_fn=init)
     return AutoNormal(model, init_loc_fn=init, init_scale=0.05)

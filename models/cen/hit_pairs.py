@@ -64,33 +64,41 @@ class HitPairs(nn.Module):
             self.register_buffer("pair_hit", hit)
         self.register_buffer("n_same", torch.zeros(n_hits, device=i.device).index_add_(0, hit, label.float()))
 
-    def log_lik_per_hit(self, x: torch.Tensor, logit_of_distance, hits: torch.Tensor | None = None) -> torch.Tensor:
+    def pairs_of(self, hits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the pairs of ``hits``, in order; each one's HIT as a position in ``hits``): what a minibatch scores."""
+        return csr_row_entries(self.hit_ptr, hits)
+
+    def log_lik_per_hit(self, x: torch.Tensor, logit_of_distance, hits: torch.Tensor | None = None,
+                        pairs: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """(len(hits), K): Σ over each HIT's pairs of log P(l | d_k), d_k = |x_ik − x_jk| for each dim k.
 
         ``logit_of_distance`` maps (pairs, K) distances to the logits of "same". All HITs
         (``hits`` None): each distinct image pair once, summed by the sparse count matrices;
-        a minibatch: its own pairs only (module docstring).
+        a minibatch: its own pairs only (module docstring); ``pairs``: ``pairs_of(hits)`` when the
+        caller already has it.
         """
         if hits is None:
             logits = logit_of_distance((self.diff @ x).abs())
             return self.same @ logits - self.all @ F.softplus(logits)
-        entries, local = csr_row_entries(self.hit_ptr, hits)
+        entries, local = pairs if pairs is not None else self.pairs_of(hits)
         logits = logit_of_distance((x[self.pair_i[entries]] - x[self.pair_j[entries]]).abs())
         signed = (2.0 * self.pair_label[entries] - 1.0).to(logits.dtype).unsqueeze(-1) * logits
         return logits.new_zeros(len(hits), logits.shape[-1]).index_add_(0, local, F.logsigmoid(signed))
 
     def weighted_log_lik_per_hit(self, x: torch.Tensor, weight: torch.Tensor, logit_of_distance,
-                                 hits: torch.Tensor | None = None) -> torch.Tensor:
+                                 hits: torch.Tensor | None = None,
+                                 pairs: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """(len(hits),): Σ over each HIT's pairs of log P(l | d), d = ||√w_h ⊙ (x_i − x_j)||₂.
 
         ``weight``: (len(hits), K) non-negative weights of the picked HITs; ``logit_of_distance``
-        maps d to the logit of "same". The distances come from one cdist per HIT (``HitImages``).
+        maps d to the logit of "same". The distances come from one cdist per HIT (``HitImages``);
+        ``pairs`` as in ``log_lik_per_hit``.
         """
         if hits is None:
             d = self.hit_images.distances(x, weight.sqrt())
             local, label, n = self.pair_hit, self.pair_label, len(self.n_pairs)
         else:
-            entries, local = pairs = self.hit_images.pairs_of(hits)
+            entries, local = pairs = pairs if pairs is not None else self.pairs_of(hits)
             d = self.hit_images.distances(x, weight.sqrt(), hits, pairs)
             label, n = self.pair_label[entries], len(hits)
         signed = (2.0 * label - 1.0).to(d.dtype) * logit_of_distance(d)

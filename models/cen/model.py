@@ -284,10 +284,11 @@ class BayesianCEN(PyroModule):
         HITs' pairs.
         """
         logit_of_distance = lambda d: same_logit(d, self.gamma, self.xi_p, self.xi_n, beta)  # noqa: E731
-        per_hit = [index.log_lik_per_hit(x, logit_of_distance, hits)]
+        pairs = None if hits is None else index.pairs_of(hits)  # a minibatch's pairs, found once for both sorts
+        per_hit = [index.log_lik_per_hit(x, logit_of_distance, hits, pairs)]
         if self.overall:
             weight = self.choice_weights(a_w, a_g, hit_worker, hit_grid)
-            per_hit.append(index.weighted_log_lik_per_hit(x, weight, logit_of_distance, hits).unsqueeze(-1))
+            per_hit.append(index.weighted_log_lik_per_hit(x, weight, logit_of_distance, hits, pairs).unsqueeze(-1))
         n_same, n_all = index.counts(hits)
         noise_ll = self.noise_log_lik(n_same, n_all - n_same)
         if not noise:
