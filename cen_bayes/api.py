@@ -53,6 +53,11 @@ class CEN(PairMethod):
     posterior draws behind every prediction and summary. ``steps``, ``lr``,
     ``batch_hits``, ``checkpoint``, ``resume``, ``checkpoint_every``: the
     SVI loop's (``inference.fit.fit_svi``).
+
+    Under ``torchrun`` each process fits its shard of the training HITs and
+    rank 0 alone then builds the whole fitted model, so the others hold no
+    more than their shard: outputs, predictions and ``save`` belong on rank 0
+    (elsewhere they say so).
     """
 
     name = "cen"
@@ -118,7 +123,7 @@ class CEN(PairMethod):
                                        progress=self.progress, checkpoint=self.checkpoint, resume=self.resume,
                                        checkpoint_every=self.checkpoint_every, start_pairs=start_pairs,
                                        sharded=world > 1)
-            if world > 1 and not self.fit_result_.interrupted:  # predictions read the whole training set
+            if world > 1 and rank == 0 and not self.fit_result_.interrupted:  # outputs read all training HITs
                 trained = {name: value.detach().clone() for name, value in pyro.get_param_store().named_parameters()}
                 pyro.clear_param_store()
                 self.model_ = self._model(data, split.train_hits)
@@ -126,7 +131,8 @@ class CEN(PairMethod):
         self.guide_ = self.fit_result_.guide
         self.interrupted_ = self.fit_result_.interrupted
         self.fit_seconds_ = self.fit_result_.seconds
-        if not self.interrupted_:
+        self.shard_rank_ = rank if world > 1 and rank > 0 else None
+        if not self.interrupted_ and self.shard_rank_ is None:
             self._summarise()
         return self
 
@@ -167,6 +173,9 @@ class CEN(PairMethod):
         return seen
 
     def _check_fitted(self) -> None:
+        if getattr(self, "shard_rank_", None) is not None:
+            raise RuntimeError(f"this process (rank {self.shard_rank_} of a data-parallel fit) holds its shard of the "
+                               "training HITs only; rank 0 holds the fitted model: predict and save there")
         if not hasattr(self, "draws_"):
             raise RuntimeError("this CEN is not fitted (or its fit was interrupted): call fit first")
 
@@ -216,7 +225,7 @@ class CEN(PairMethod):
         self._check_fitted()
         if self._p_attr_draws is None:
             self._p_attr_draws = predict.attribute_probability_draws(self.model_, self.draws_, self.data_,
-                                                                     progress=self.progress)
+                                                                     self.split_.train_hits, progress=self.progress)
         return self._p_attr_draws
 
     def diagnostics(self, psis_draws: int = 200) -> dict:

@@ -126,6 +126,7 @@ def hit_index(pairs: Pairs) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 PAIR_CHUNK = 100_000  # pairs scored at once: prediction's memory follows draws × chunk, not draws × pairs
+HIT_CHUNK_PAIRS = 250_000  # about this many pairs of whole HITs scored at once for the attribute probabilities
 
 
 @torch.no_grad()
@@ -197,31 +198,59 @@ def with_new_ids(model: BayesianCEN, draw: Draw, n_images: int, n_workers: int, 
 
 
 @torch.no_grad()
-def attribute_probability_draws(model: BayesianCEN, draws: list[Draw], data: CrowdData,
+def attribute_probability_draws(model: BayesianCEN, draws: list[Draw], data: CrowdData, train_hits: np.ndarray,
                                 progress: bool = False) -> np.ndarray:
     """Per posterior draw and HIT (all HITs, data.hits order), P(attribute k was the one used).
 
     (draws, HITs, K [+ 2]), float32. choice: the posterior of z given the
     HIT's labels, columns 0..K-1, then 'overall' (``model.overall``), then 'noise'. Continuous variants: the
     indicator of argmax_k a_k, whose mean over draws is P(argmax_k a_k = k).
+
+    ``train_hits``: the HITs ``model`` holds (a bool per HIT). Their pairs are
+    scored through the model's own index; only the other HITs' pairs get a new
+    one, so a campaign's pairs are never indexed twice (the index is the
+    largest thing a fit holds). HITs are scored a chunk of about
+    ``HIT_CHUNK_PAIRS`` pairs at a time: a whole campaign's pairs at once made
+    temporaries of hundreds of MB per draw, which the allocator kept after
+    freeing them, so memory rose draw after draw.
     """
     device = model.label.device
-    pairs = data.pairs.to(device)
+    train_hits = np.asarray(train_hits, dtype=bool)
+    if model.n_train_hits != train_hits.sum():
+        raise ValueError(f"the model holds {model.n_train_hits} training HITs, train_hits names {train_hits.sum()}")
     hit_worker = torch.tensor(data.hits["worker"].to_numpy(), device=device)
     hit_grid = torch.tensor(data.hits["grid"].to_numpy(), device=device)
-    if model.sums_out_choice:
-        index = HitPairs(pairs.i, pairs.j, pairs.label, pairs.hit, data.n_hits, data.n_images,
-                         overall=model.overall).to(device)
-    out = []
-    for draw in tqdm(draws, desc="attribute probabilities", disable=not progress, leave=False):
-        if model.sums_out_choice:
-            log_joint = model.hit_log_joint(draw.x, draw.a_w, draw.a_g, draw.beta, draw.rho, draw.eps, index, None,
-                                            hit_worker, hit_grid)
-            out.append(torch.softmax(log_joint, -1))
+    train_codes, other_codes = (torch.from_numpy(np.flatnonzero(h)).to(device) for h in (train_hits, ~train_hits))
+    if model.sums_out_choice and len(other_codes):  # the other HITs' pairs, their HITs renumbered 0..
+        other = data.pairs.subset(torch.from_numpy(~train_hits[data.pairs.hit.numpy()]))
+        other_hit = torch.searchsorted(other_codes.cpu(), other.hit)
+        other_index = HitPairs(other.i, other.j, other.label, other_hit, len(other_codes), data.n_images,
+                               overall=model.overall).to(device)
+    n_columns = model.K + 1 + model.overall if model.sums_out_choice else model.K
+    out = torch.empty(len(draws), data.n_hits, n_columns)
+    for d, draw in enumerate(tqdm(draws, desc="attribute probabilities", disable=not progress, leave=False)):
+        if model.sums_out_choice:  # the log joint per HIT, a chunk of HITs at a time, softmax over its columns
+            latents = draw.x, draw.a_w, draw.a_g, draw.beta, draw.rho, draw.eps
+            for index, codes, worker, grid in ((model.hit_pairs, train_codes, model.hit_worker, model.hit_grid),
+                                               *([(other_index, other_codes, hit_worker[other_codes],
+                                                   hit_grid[other_codes])] if len(other_codes) else [])):
+                for hits in hit_chunks(index.hit_ptr, HIT_CHUNK_PAIRS):
+                    out[d, codes[hits].cpu()] = model.hit_log_joint(*latents, index, hits, worker[hits],
+                                                                    grid[hits]).float().cpu()
+            out[d] = torch.softmax(out[d], -1)
         else:
             a = model.pair_activation(draw.a_w, draw.a_g, hit_worker, hit_grid)
-            out.append(F.one_hot(a.argmax(-1), model.K).float())
-    return torch.stack(out).cpu().numpy()
+            out[d] = F.one_hot(a.argmax(-1), model.K).float().cpu()
+    return out.numpy()
+
+
+def hit_chunks(hit_ptr: torch.Tensor, max_pairs: int) -> tuple[torch.Tensor, ...]:
+    """Consecutive HITs (their numbers) in chunks: those whose first pair falls in the same block of
+    ``max_pairs`` pairs (``hit_ptr``: the CSR pointer of their pairs), so a chunk holds at most
+    ``max_pairs`` pairs plus one HIT's."""
+    block = torch.div(hit_ptr[:-1], max_pairs, rounding_mode="floor")
+    sizes = torch.unique_consecutive(block, return_counts=True)[1]
+    return torch.arange(len(block), device=hit_ptr.device).split(sizes.tolist())
 
 
 @torch.no_grad()

@@ -44,6 +44,7 @@ from cen_bayes.api import AUTO, CEN
 from cen_bayes.crowd import CrowdData
 from cen_bayes.metrics import pair_nll, pair_scores
 from cen_bayes.splits import Split
+from models.svi_trainer import process_group, shared
 
 VARIANT_CANDIDATES = ("kind", "choice")
 K_CANDIDATES = (10, 4)
@@ -90,8 +91,10 @@ def grid_sample(data: CrowdData, hits: np.ndarray, max_pairs: int, seed: int) ->
 
 
 def candidate_p_same(data: CrowdData, inner: Split, pairs, variant: str, K: int, **options) -> np.ndarray:
-    """P(same) of the validation ``pairs`` under a candidate fitted on ``inner.train_hits``."""
-    return CEN(K, variant, **options).fit(data, inner).predict_proba(data, pairs)
+    """P(same) of the validation ``pairs`` under a candidate fitted on ``inner.train_hits``. Under torchrun
+    every rank fits its shard and rank 0, which holds the fitted model, predicts for all of them."""
+    cen = CEN(K, variant, **options).fit(data, inner)
+    return shared(cen.predict_proba(data, pairs) if process_group()[0] == 0 else None)
 
 
 def select(data: CrowdData, split: Split, variant: str = AUTO, K: int | str = AUTO, *, steps: int | None = None,

@@ -59,7 +59,7 @@ from cen_bayes.splits import split_by_grid, unseen_worker_hits
 from inference.arviz_export import LOO_HITS, PREDICTIVE_HITS, inference_data, write_netcdf
 from cen_bayes.datasets import true_hits
 from inference.evaluate import Scored, evaluate_method, fit_and_evaluate
-from models.svi_trainer import FitDiverged, deterministic, process_group
+from models.svi_trainer import FitDiverged, deterministic, process_group, shared
 from inference.select import AUTO, K_CANDIDATES, VARIANT_CANDIDATES
 from inference.tables import embedding_table, hit_table
 from inference.report import write_report
@@ -363,15 +363,6 @@ def start_process_group(args) -> None:
         args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
         torch.cuda.set_device(args.device)
     torch_distributed.init_process_group("nccl" if cuda else "gloo")
-
-
-def shared(value):
-    """Rank 0's ``value`` on every rank (e.g. a run folder named by the time it started)."""
-    if process_group()[1] == 1:
-        return value
-    box = [value]
-    torch_distributed.broadcast_object_list(box, src=0)
-    return box[0]
 
 
 def main(argv=None) -> None:

@@ -15,6 +15,13 @@ independent across images, so independent component analysis of that span
 simulated celeba each attribute gets a component clearly correlated with its
 latent value, which a random start does not give (measured: benchmarks/README.md,
 "Measurements behind the defaults").
+
+Only the K leading eigenvectors are needed. Up to ``FULL_EIGH_IMAGES`` images
+the full decomposition (LAPACK) is exact and takes a second or so; above it
+its cost grows as N³ (tens of seconds at 5,000 images, paid by every
+candidate of the automatic choice and by the final fit), while Lanczos
+iteration (``scipy.sparse.linalg.eigsh``, from a fixed start vector, so runs
+repeat) finds the leading K in about a second.
 """
 
 from __future__ import annotations
@@ -23,10 +30,13 @@ import warnings
 
 import numpy as np
 import torch
+from scipy.sparse.linalg import eigsh
 from sklearn.decomposition import FastICA
 from sklearn.exceptions import ConvergenceWarning
 
 from cen_bayes.crowd import Pairs
+
+FULL_EIGH_IMAGES = 2000  # above it, the leading eigenvectors by Lanczos iteration (module docstring)
 
 
 def co_association(pairs: Pairs, n_images: int) -> np.ndarray:
@@ -48,9 +58,8 @@ def spectral_init(pairs: Pairs, n_images: int, K: int, seed: int = 0) -> np.ndar
     """(N, K) starting embedding, each column ICA-rotated and scaled to unit variance."""
     C = co_association(pairs, n_images)
     C = C - C.mean(0, keepdims=True) - C.mean(1, keepdims=True) + C.mean()
-    values, vectors = np.linalg.eigh(C)
-    top = np.argsort(values)[::-1][: min(K, n_images - 1)]
-    Z = vectors[:, top] * np.sqrt(np.clip(values[top], 1e-12, None))
+    values, vectors = leading_eigenpairs(C, min(K, n_images - 1))
+    Z = vectors * np.sqrt(np.clip(values, 1e-12, None))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         S = FastICA(n_components=Z.shape[1], whiten="unit-variance", random_state=seed, max_iter=1000).fit_transform(Z)
@@ -58,3 +67,13 @@ def spectral_init(pairs: Pairs, n_images: int, K: int, seed: int = 0) -> np.ndar
     if S.shape[1] < K:  # fewer images than dims: pad with small random columns
         S = np.concatenate([S, 0.1 * np.random.default_rng(seed).standard_normal((n_images, K - S.shape[1]))], 1)
     return S
+
+
+def leading_eigenpairs(C: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` largest eigenvalues of the symmetric ``C``, descending, and their eigenvectors (columns)."""
+    if len(C) <= FULL_EIGH_IMAGES:
+        values, vectors = np.linalg.eigh(C)
+    else:
+        values, vectors = eigsh(C, k=k, which="LA", v0=np.ones(len(C)))
+    top = np.argsort(values)[::-1][:k]
+    return values[top], vectors[:, top]

@@ -147,6 +147,16 @@ def process_group() -> tuple[int, int]:
     return 0, 1
 
 
+def shared(value):
+    """Rank 0's ``value`` on every rank (a run folder named by the time it started, a score only rank 0
+    computed); ``value`` itself outside a process group."""
+    if process_group()[1] == 1:
+        return value
+    box = [value]
+    torch_distributed.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 class DataParallelStep:
     """One SVI step of a data-parallel fit (the module docstring): this rank's share of the minibatch,
     gradients all-reduced with weights, the same update on every rank."""

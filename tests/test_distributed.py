@@ -67,8 +67,11 @@ def cen_fit(options: dict) -> dict:
     test = data.pairs.subset(split.pair_masks(data)[1])
     with cen._own_params():
         params = {name: value.detach().clone() for name, value in pyro.get_param_store().named_parameters()}
-    return {"params": params, "p_same": cen.predict_proba(data, test), "losses": cen.fit_result_.losses,
-            "shard_hits": None}
+    try:  # rank 0 alone holds the whole fitted model; the other ranks only their shard
+        p_same, refusal = cen.predict_proba(data, test), None
+    except RuntimeError as error:
+        p_same, refusal = None, str(error)
+    return {"params": params, "p_same": p_same, "refusal": refusal, "losses": cen.fit_result_.losses}
 
 
 def cen_rank_main(rank: int, world: int, rendezvous: str, out: str, options: dict) -> None:
@@ -92,6 +95,7 @@ def test_sharded_cen_matches_one_process_full_batch(tmp_path, options):
         torch.testing.assert_close(ranks[0]["params"][name], value, rtol=1e-4, atol=PARAM_ATOL, msg=name)
     torch.testing.assert_close(torch.tensor(ranks[0]["losses"]), torch.tensor(alone["losses"]), rtol=1e-4, atol=1e-6)
     assert abs(ranks[0]["p_same"] - alone["p_same"]).max() < 1e-4
+    assert ranks[1]["p_same"] is None and "rank 0 holds the fitted model" in ranks[1]["refusal"]
 
 
 def test_sharded_minibatches_keep_the_ranks_identical(tmp_path):
@@ -105,22 +109,25 @@ def test_sharded_minibatches_keep_the_ranks_identical(tmp_path):
     assert ranks[0]["losses"] == ranks[1]["losses"]
 
 
-def test_torchrun_cli_matches_one_process(tmp_path):
+@pytest.mark.parametrize("variant", ["choice", "auto"])
+def test_torchrun_cli_matches_one_process(tmp_path, variant):
     """``torchrun --nproc-per-node 2 -m inference.svi``: one set of outputs, written by rank 0, with the
-    one-process run's predictions (full batch; float tolerance)."""
+    one-process run's predictions (full batch; float tolerance); with ``--variant auto`` every candidate
+    is fitted by both ranks and scored by rank 0, and the choice is the one-process run's."""
     import json
     import subprocess
     import sys
 
     import pandas as pd
 
-    common = ["--dataset", "tiny", "--variant", "choice", "--K", "4", "--steps", "30", "--draws", "5",
+    common = ["--dataset", "tiny", "--variant", variant, "--K", "4", "--steps", "30", "--draws", "5",
               "--psis-draws", "0", "--no-progress", "--no-figures"]
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                     "-m", "inference.svi", *common, "--out", str(tmp_path / "two")], check=True, capture_output=True)
     subprocess.run([sys.executable, "-m", "inference.svi", *common, "--out", str(tmp_path / "one")], check=True,
                    capture_output=True)
     two, one = (json.loads((tmp_path / run / "metrics.json").read_text()) for run in ("two", "one"))
+    assert two["variant"] == one["variant"]
     assert two["heldout"]["accuracy"] == pytest.approx(one["heldout"]["accuracy"], abs=2e-3)
     assert two["heldout"]["nll"] == pytest.approx(one["heldout"]["nll"], abs=1e-3)
     p_two, p_one = (pd.read_csv(tmp_path / run / "heldout_pairs.csv").p_same for run in ("two", "one"))

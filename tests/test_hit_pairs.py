@@ -1,5 +1,6 @@
 """The sparse HIT sums of the choice likelihood equal the plain per-pair sums."""
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -102,3 +103,36 @@ def test_overall_sort_sums_per_hit_and_minibatches_match_per_pair_sums():
     torch.testing.assert_close(index.weighted_log_lik_per_hit(x, weight, logit), expected)
     some = torch.tensor([3, 1])
     torch.testing.assert_close(index.weighted_log_lik_per_hit(x, weight[some], logit, some), expected[some])
+
+
+def test_hit_chunks_cover_every_hit_once_in_order_and_bound_the_pairs():
+    from inference.predict import hit_chunks
+
+    pairs_per_hit = torch.randint(1, 30, (200,), generator=torch.Generator().manual_seed(0))
+    hit_ptr = torch.cat([torch.zeros(1, dtype=torch.long), pairs_per_hit.cumsum(0)])
+    for max_pairs in (1, 25, 100, 10_000):
+        chunks = hit_chunks(hit_ptr, max_pairs)
+        assert torch.equal(torch.cat(chunks), torch.arange(200))
+        sizes = torch.stack([pairs_per_hit[chunk].sum() for chunk in chunks])
+        assert (sizes <= max_pairs + pairs_per_hit.max()).all()
+        assert len(chunks) >= int(pairs_per_hit.sum()) // (max_pairs + int(pairs_per_hit.max()))
+
+
+def test_attribute_probabilities_do_not_depend_on_the_chunk_size(monkeypatch):
+    """Scored a chunk of HITs at a time (training HITs through the model's own index, the others through
+    their own), the attribute probabilities are the same whatever the chunks."""
+    from cen_bayes import CEN
+    from cen_bayes.crowd import CrowdData
+    from cen_bayes.datasets import load_dataset
+    from inference import predict
+
+    data = CrowdData.from_source(load_dataset("tiny", seed=0).table)
+    for variant in ("choice", "kind"):
+        cen = CEN(4, variant, steps=20, draws=4, progress=False).fit(data, holdout=0.3)
+        whole = predict.attribute_probability_draws(cen.model_, cen.draws_, data, cen.split_.train_hits)
+        monkeypatch.setattr(predict, "HIT_CHUNK_PAIRS", 50)
+        chunked = predict.attribute_probability_draws(cen.model_, cen.draws_, data, cen.split_.train_hits)
+        monkeypatch.undo()
+        assert whole.shape == (4, data.n_hits, 4 + 1 + (variant == "kind"))
+        np.testing.assert_allclose(chunked, whole, atol=1e-5)
+        np.testing.assert_allclose(whole.sum(-1), 1.0, atol=1e-5)

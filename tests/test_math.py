@@ -267,3 +267,19 @@ def test_radial_laplace_samples_have_the_density_moments(dim):
     mean = x.mean(0)
     se = x.std(0) / math.sqrt(n)
     assert bool((mean.abs() < 5 * se).all())
+
+
+def test_lanczos_finds_the_same_leading_eigenpairs_as_the_full_decomposition(monkeypatch):
+    """Above FULL_EIGH_IMAGES the spectral start reads the leading eigenpairs by Lanczos; they must be
+    the full decomposition's (vectors up to sign), or large crowds would start somewhere else."""
+    from models import spectral
+
+    rng = np.random.default_rng(0)
+    blocks = rng.integers(0, 6, size=(300, 3))  # a co-association-like matrix: a sum of block matrices
+    C = sum((b[:, None] == b[None, :]).astype(float) for b in blocks.T) + 0.05 * rng.standard_normal((300, 300))
+    C = (C + C.T) / 2
+    exact = spectral.leading_eigenpairs(C, 8)
+    monkeypatch.setattr(spectral, "FULL_EIGH_IMAGES", 100)
+    lanczos = spectral.leading_eigenpairs(C, 8)
+    np.testing.assert_allclose(lanczos[0], exact[0], rtol=1e-8)
+    np.testing.assert_allclose(np.abs((lanczos[1] * exact[1]).sum(0)), 1.0, atol=1e-8)
