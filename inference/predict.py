@@ -209,10 +209,12 @@ def attribute_probability_draws(model: BayesianCEN, draws: list[Draw], data: Cro
     ``train_hits``: the HITs ``model`` holds (a bool per HIT). Their pairs are
     scored through the model's own index; only the other HITs' pairs get a new
     one, so a campaign's pairs are never indexed twice (the index is the
-    largest thing a fit holds). HITs are scored a chunk of about
-    ``HIT_CHUNK_PAIRS`` pairs at a time: a whole campaign's pairs at once made
-    temporaries of hundreds of MB per draw, which the allocator kept after
-    freeing them, so memory rose draw after draw.
+    largest thing a fit holds). An index of up to ``HIT_CHUNK_PAIRS`` distinct
+    image pairs scores each of them once for all its HITs (a crowd of a few
+    hundred images repeats its pairs many times over); a larger one scores its
+    HITs a chunk of about ``HIT_CHUNK_PAIRS`` pairs at a time: a whole
+    campaign's pairs at once made temporaries of hundreds of MB per draw,
+    which the allocator kept after freeing them, so memory rose draw after draw.
     """
     device = model.label.device
     train_hits = np.asarray(train_hits, dtype=bool)
@@ -234,6 +236,9 @@ def attribute_probability_draws(model: BayesianCEN, draws: list[Draw], data: Cro
             for index, codes, worker, grid in ((model.hit_pairs, train_codes, model.hit_worker, model.hit_grid),
                                                *([(other_index, other_codes, hit_worker[other_codes],
                                                    hit_grid[other_codes])] if len(other_codes) else [])):
+                if index.diff.n_rows <= HIT_CHUNK_PAIRS:  # few distinct pairs: each scored once for all HITs
+                    out[d, codes.cpu()] = model.hit_log_joint(*latents, index, None, worker, grid).float().cpu()
+                    continue
                 for hits in hit_chunks(index.hit_ptr, HIT_CHUNK_PAIRS):
                     out[d, codes[hits].cpu()] = model.hit_log_joint(*latents, index, hits, worker[hits],
                                                                     grid[hits]).float().cpu()
