@@ -42,6 +42,8 @@ from models.svi_trainer import SVIRun, process_group
 
 AUTO = "auto"
 SAVED_TABLE, SAVED_STATE = "annotations.parquet", "model.pt"  # what ``save`` writes beside settings.json
+SAVED_SETTINGS = "settings.json"
+RUN_MODEL = "model"  # the folder of a ``python -m inference.svi`` run that holds its fitted CEN (``save``)
 WORKER_INTERVAL = (0.05, 0.95)  # the credible interval ``workers`` reports
 
 
@@ -301,8 +303,13 @@ class CEN(PairMethod):
                         "selection": None if self.selection_ is None else self.selection_.records(),
                         "fit": {field.name: getattr(self.fit_result_, field.name)  # the ELBO trace, for
                                 for field in fields(SVIRun)}}, partial)                    # ``diagnostics``
-        write_text(directory / "settings.json", json.dumps(self.settings(), indent=2))
+        write_text(directory / SAVED_SETTINGS, json.dumps(self.settings(), indent=2))
         return directory
+
+    @staticmethod
+    def is_saved(directory) -> bool:
+        """``directory`` holds what ``save`` writes (its settings and parameters), so ``load`` can read it."""
+        return all((Path(directory) / name).is_file() for name in (SAVED_SETTINGS, SAVED_STATE, SAVED_TABLE))
 
     @classmethod
     def load(cls, directory, device: str = "cpu", progress: bool = False) -> "CEN":
@@ -310,7 +317,7 @@ class CEN(PairMethod):
         from inference.fit import FitResult
 
         directory = Path(directory)
-        settings = json.loads((directory / "settings.json").read_text())
+        settings = json.loads((directory / SAVED_SETTINGS).read_text())
         state = torch.load(directory / SAVED_STATE, map_location=device, weights_only=False)
         cen = cls(**settings, device=device, progress=progress)
         cen.variant_, cen.K_ = settings["variant"], settings["K"]

@@ -84,8 +84,10 @@ Generative story (``simulate``); ``spec`` is a ``DatasetSpec``:
    letters in random order per HIT.
 
 Steps 4-6 are ``answer_hits``: given the world of steps 1-3 (``World``) it
-answers any set of HITs, so the simulator and ``cen_bayes.limit`` share one
-definition of the process. Adding categories kept the order of random draws
+answers any set of HITs, so the simulator, ``cen_bayes.limit`` and
+``answer_grids`` (new grids answered by a simulation's own crowd, as an
+active-learning loop needs: ``benchmarks.active``) share one definition of
+the process. Adding categories kept the order of random draws
 of the other datasets, so their tables are unchanged.
 
 Ground truth: ``SimulatedDataset.hits`` says per HIT which attribute was used
@@ -357,7 +359,6 @@ def simulate(spec: DatasetSpec, seed: int = 0) -> SimulatedDataset:
     salience = _salience(levels, n_levels, grid_images)
     bias, wtype = _worker_bias(spec, rng)
     hit_worker, hit_grid = _assign_hits(spec, rng)
-    H = len(hit_worker)
     category_p = merge_p = None
     if tree is not None:  # each worker's taste for sorting by kind, and for lumping near kinds
         category_p = _propensities(rng, spec.category_rate, 5.0, W)
@@ -367,10 +368,7 @@ def simulate(spec: DatasetSpec, seed: int = 0) -> SimulatedDataset:
     # 4.-6. every HIT answered (one definition, shared with cen_bayes.limit)
     answer = answer_hits(world, rng, hit_worker, hit_grid)
 
-    # 7. letters in random order per HIT
-    rows = np.arange(H)
-    letters = np.argsort(rng.random((H, spec.max_groups)), axis=1)
-    group = _LETTERS[letters[rows[:, None], answer.labels]]
+    group = _letters(rng, answer.labels, spec.max_groups)  # 7.
 
     image_ids = _ids("img", spec.n_images)
     worker_ids, grid_ids = _ids("w", W), _ids("g", G)
@@ -381,24 +379,7 @@ def simulate(spec: DatasetSpec, seed: int = 0) -> SimulatedDataset:
         "image_id": image_ids[images].ravel(),
         "group": group.ravel(),
     })
-    noise, attr = answer.noise, answer.attr
-    attr_name = np.array(names, dtype=object)[attr]
-    if tree is not None:
-        attr_name = np.where(answer.by_category, "category", attr_name)
-    granularity = np.where(answer.coarse, "coarse", "fine")
-    if tree is not None:
-        granularity = np.where(answer.by_category, np.array(CATEGORY_GRAINS)[answer.grain], granularity)
-    hits = pd.DataFrame({
-        "worker_id": worker_ids[hit_worker],
-        "grid_id": grid_ids[hit_grid],
-        "attribute": np.where(noise >= 2, None, attr_name),
-        "noise": np.array(("none",) + NOISE_KINDS)[noise],
-        "granularity": granularity,
-        "n_groups": answer.n_groups,
-        "attribute2": np.where(answer.mixed, np.array(listed, dtype=object)[answer.attr2], None),
-    })
-    if tree is not None:
-        hits["merged"] = _merge_descriptions(tree, answer.merged, answer.by_category)
+    hits = _hit_truth(answer, names, listed, tree, worker_ids[hit_worker], grid_ids[hit_grid])
     image_attributes = pd.DataFrame(levels, columns=names, index=pd.Index(image_ids, name="image_id"))
     if species is not None:
         image_attributes["species"] = species
@@ -546,6 +527,109 @@ def answer_hits(world: World, rng: np.random.Generator, hit_worker: np.ndarray, 
     lab, n_groups = _compact(lab, spec.max_groups)
     return Answers(attr, noise, coarse, mixed, attr2, by_category, grain, merged, lab, n_groups,
                    noise_propensity, coarse_p)
+
+
+def _letters(rng, labels: np.ndarray, max_groups: int) -> np.ndarray:
+    """Step 7: each HIT's groups (H, S) as letters, in random order per HIT."""
+    letters = np.argsort(rng.random((len(labels), max_groups)), axis=1)
+    return _LETTERS[letters[np.arange(len(labels))[:, None], labels]]
+
+
+def _hit_truth(answer: Answers, names, listed, tree, worker_ids, grid_ids) -> pd.DataFrame:
+    """The ground truth of answered HITs, as ``SimulatedDataset.hits``."""
+    noise, attr = answer.noise, answer.attr
+    attr_name = np.array(names, dtype=object)[attr]
+    if tree is not None:
+        attr_name = np.where(answer.by_category, "category", attr_name)
+    granularity = np.where(answer.coarse, "coarse", "fine")
+    if tree is not None:
+        granularity = np.where(answer.by_category, np.array(CATEGORY_GRAINS)[answer.grain], granularity)
+    hits = pd.DataFrame({
+        "worker_id": worker_ids,
+        "grid_id": grid_ids,
+        "attribute": np.where(noise >= 2, None, attr_name),
+        "noise": np.array(("none",) + NOISE_KINDS)[noise],
+        "granularity": granularity,
+        "n_groups": answer.n_groups,
+        "attribute2": np.where(answer.mixed, np.array(listed, dtype=object)[answer.attr2], None),
+    })
+    if tree is not None:
+        hits["merged"] = _merge_descriptions(tree, answer.merged, answer.by_category)
+    return hits
+
+
+def world_of(sim: SimulatedDataset) -> tuple[World, np.ndarray, np.ndarray]:
+    """The hidden world a simulation was drawn from, rebuilt from its ground-truth tables, and
+    the worker and grid index of each of its HITs (``sim.hits`` order, which is the simulator's)."""
+    spec = sim.spec
+    names = sim.attributes + sim.off_list
+    levels = sim.image_attributes[names].to_numpy(dtype=int)
+    n_levels = np.array([{**spec.attribute_levels, **spec.off_list_levels}[a] for a in names])
+    image_index = pd.Index(sim.image_attributes.index)
+    grid_index, worker_index = pd.Index(sim.grids.index), pd.Index(sim.worker_bias.index)
+    hit_worker = worker_index.get_indexer(sim.hits.worker_id)
+    hit_grid = grid_index.get_indexer(sim.hits.grid_id)
+    # the table is the HITs of sim.hits in order, each showing its grid's images in the grid's order
+    grid_images = np.zeros((len(grid_index), spec.grid_size), dtype=int)
+    grid_images[hit_grid] = image_index.get_indexer(sim.table.image_id).reshape(len(hit_grid), spec.grid_size)
+    tree = None
+    if sim.categories is not None:
+        cats = sim.categories
+        twin = cats["twin"].to_numpy()
+        twins = np.flatnonzero((twin > np.arange(len(twin))))
+        tree = CategoryTree(cats[sim.attributes].to_numpy(dtype=int), cats["super_category"].to_numpy(dtype=int),
+                            np.stack([twins, twin[twins]], axis=1).astype(int),
+                            sim.image_attributes["category"].to_numpy(dtype=int))
+    props = sim.propensities
+    world = World(spec, levels, n_levels, grid_images, sim.grids[names].to_numpy(dtype=float),
+                  sim.worker_bias[sim.attributes].to_numpy(dtype=float), tree,
+                  None if tree is None else props["category"].to_numpy(dtype=float),
+                  None if tree is None else props["merge"].to_numpy(dtype=float))
+    return world, hit_worker, hit_grid
+
+
+def answer_grids(sim: SimulatedDataset, grids: np.ndarray, seed: int = 0, workers: np.ndarray | None = None,
+                 grid_ids=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """New grids answered by the simulation's own crowd: (annotation table, ground truth as ``sim.hits``).
+
+    ``grids`` (G, S) holds image ids of ``sim``, one row per grid, each answered
+    once by ``workers`` (worker ids, one per grid; default: drawn from the
+    workers who answered in ``sim``, in proportion to their HITs there).
+    Each HIT follows steps 4-7 of the story (``answer_hits``) with the
+    world the simulation drew: its images, the workers' biases and
+    propensities, and the new grids' own salience. A HIT is noisy with its
+    worker's noise propensity (the simulator instead allocates an exact
+    count, ``noise_rate`` of all HITs, in proportion to the propensities,
+    which comes to the same rate on average). ``grid_ids``: one per grid,
+    default ``new0000``, ``new0001``, ...
+    """
+    world = world_of(sim)[0]
+    rng = np.random.default_rng(seed)
+    image_index = pd.Index(sim.image_attributes.index.astype(str))
+    shown = image_index.get_indexer(np.asarray(grids, dtype=str).ravel()).reshape(np.shape(grids))
+    if (shown < 0).any():
+        raise ValueError(f"image {np.asarray(grids).ravel()[np.argmax(shown.ravel() < 0)]} is not in {sim.name}")
+    worker_index = pd.Index(sim.worker_bias.index.astype(str))
+    if workers is None:
+        done = sim.hits.worker_id.astype(str).value_counts()
+        workers = rng.choice(done.index.to_numpy(dtype=object), len(shown), p=(done / done.sum()).to_numpy())
+    hit_worker = worker_index.get_indexer(np.asarray(workers, dtype=str))
+    if (hit_worker < 0).any():
+        raise ValueError(f"worker {np.asarray(workers)[np.argmax(hit_worker < 0)]} is not in {sim.name}")
+    world = dataclasses.replace(world, grid_images=shown, salience=_salience(world.levels, world.n_levels, shown))
+    noise_p = sim.propensities["noise"].to_numpy(dtype=float)
+    noisy = rng.random(len(shown)) < np.nan_to_num(noise_p)[hit_worker]
+    answer = answer_hits(world, rng, hit_worker, np.arange(len(shown)), noisy=noisy,
+                         coarse_p=sim.propensities["coarse"].to_numpy(dtype=float))
+    group = _letters(rng, answer.labels, sim.spec.max_groups)
+    grid_ids = np.asarray(grid_ids if grid_ids is not None else [f"new{g:04d}" for g in range(len(shown))],
+                          dtype=object)
+    S = shown.shape[1]
+    worker_ids = worker_index[hit_worker].to_numpy(dtype=object)
+    table = pd.DataFrame({"worker_id": np.repeat(worker_ids, S), "grid_id": np.repeat(grid_ids, S),
+                          "image_id": image_index[shown.ravel()].to_numpy(dtype=object), "group": group.ravel()})
+    truth = _hit_truth(answer, sim.attributes + sim.off_list, sim.attributes, world.tree, worker_ids, grid_ids)
+    return table, truth
 
 
 # --- pieces of the story -------------------------------------------------------------------------

@@ -47,41 +47,11 @@ import numpy as np
 import pandas as pd
 
 from cen_bayes.crowd import CrowdData, Pairs
-from cen_bayes.datasets import CategoryTree, SimulatedDataset, World, answer_hits
+from cen_bayes.datasets import SimulatedDataset, answer_hits, world_of
 
 # Budget of array cells (pairs x draws, or HIT images x draws) per batch of draws:
 # a few tens of MB of temporaries at most.
 _CELLS_PER_BATCH = 4_000_000
-
-
-def world_of(sim: SimulatedDataset) -> tuple[World, np.ndarray, np.ndarray]:
-    """The hidden world a simulation was drawn from, rebuilt from its ground-truth tables, and
-    the worker and grid index of each of its HITs (``sim.hits`` order, which is the simulator's)."""
-    spec = sim.spec
-    names = sim.attributes + sim.off_list
-    levels = sim.image_attributes[names].to_numpy(dtype=int)
-    n_levels = np.array([{**spec.attribute_levels, **spec.off_list_levels}[a] for a in names])
-    image_index = pd.Index(sim.image_attributes.index)
-    grid_index, worker_index = pd.Index(sim.grids.index), pd.Index(sim.worker_bias.index)
-    hit_worker = worker_index.get_indexer(sim.hits.worker_id)
-    hit_grid = grid_index.get_indexer(sim.hits.grid_id)
-    # the table is the HITs of sim.hits in order, each showing its grid's images in the grid's order
-    grid_images = np.zeros((len(grid_index), spec.grid_size), dtype=int)
-    grid_images[hit_grid] = image_index.get_indexer(sim.table.image_id).reshape(len(hit_grid), spec.grid_size)
-    tree = None
-    if sim.categories is not None:
-        cats = sim.categories
-        twin = cats["twin"].to_numpy()
-        twins = np.flatnonzero((twin > np.arange(len(twin))))
-        tree = CategoryTree(cats[sim.attributes].to_numpy(dtype=int), cats["super_category"].to_numpy(dtype=int),
-                            np.stack([twins, twin[twins]], axis=1).astype(int),
-                            sim.image_attributes["category"].to_numpy(dtype=int))
-    props = sim.propensities
-    world = World(spec, levels, n_levels, grid_images, sim.grids[names].to_numpy(dtype=float),
-                  sim.worker_bias[sim.attributes].to_numpy(dtype=float), tree,
-                  None if tree is None else props["category"].to_numpy(dtype=float),
-                  None if tree is None else props["merge"].to_numpy(dtype=float))
-    return world, hit_worker, hit_grid
 
 
 def bayes_limit(sim: SimulatedDataset, data: CrowdData, pairs: Pairs, n_draws: int = 2000,

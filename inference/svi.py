@@ -8,7 +8,9 @@
 Holds out whole grids, fits by SVI (or MAP with ``--map``), prints held-out
 accuracy / NLL / ECE, the fit's PSIS k-hat (and attribute retrieval and the
 noisy-HIT flag's precision/recall when the data are simulated) and writes
-the output files described in the README ("Fitting"), figures included, to ``--out``.
+the output files described in the README ("Fitting"), figures included, to ``--out``; the
+Bayesian CEN also saves itself to ``OUT/model/`` (``CEN.save``), from which
+``python -m inference.design --run OUT`` chooses the next grids to show.
 
 Bad input (a malformed table, too few grids to hold one out, an unwritable
 ``--out``) stops with one line on stderr and exit status 1, never a
@@ -51,6 +53,7 @@ import torch
 import torch.distributed as torch_distributed
 
 from cen_bayes.annotations import AnnotationError
+from cen_bayes.api import RUN_MODEL
 from cen_bayes.atomic import atomic_path, write_csv, write_text
 from cen_bayes.crowd import CrowdData, odd_hit_counts
 from cen_bayes.datasets import DATASETS, load_dataset
@@ -242,6 +245,7 @@ def run(args) -> dict:
                                         result.p_attr_draws, seed=args.seed, loo_hits=args.loo_hits,
                                         predictive_hits=args.predictive_hits, progress=not args.no_progress),
                          out / "posterior.nc")
+            result.cen.save(out / RUN_MODEL)  # what python -m inference.design --run OUT reads
     else:
         result = evaluate_method(method, data, split, sim, seed=args.seed)
     metrics = {"dataset": name, **result.metrics, **odd, **dropped, "n_test_hits_unseen_worker": unseen}
@@ -351,7 +355,8 @@ def print_summary(metrics: dict, out: Path) -> None:
         print(f"  {key:<{width}}  {value}")
     if diagnostics.get("warning"):
         print(f"\n  warning: {diagnostics['warning']}")
-    files = ", ".join(sorted(path.name for path in out.iterdir() if path.suffix in (".csv", ".json", ".nc")))
+    files = ", ".join(sorted([path.name for path in out.iterdir() if path.suffix in (".csv", ".json", ".nc")]
+                             + ([f"{RUN_MODEL}/"] if (out / RUN_MODEL).is_dir() else [])))
     print(f"\nwrote {out}/ ({files})")
 
 

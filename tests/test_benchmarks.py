@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmarks import ablations, diagnostics, learning_curves, limit_gap, real, scale
+from benchmarks import ablations, active, diagnostics, learning_curves, limit_gap, real, scale
 from cen_bayes.crowd import CrowdData
 from benchmarks.runner import ALL_METHODS, code_line, code_version
 
@@ -59,6 +59,21 @@ def test_ablations_smoke(tmp_path):
     assert all(len(s) == k and abs(s.sum() - 1) < 1e-6 for s, k in zip(sizes.shares, sizes.K))
     assert (sizes.dims_90 <= sizes.K).all() and (sizes.effective_dims <= sizes.K + 1e-9).all()
     assert (tmp_path / "embedding_size.png").exists()
+
+
+def test_active_smoke(tmp_path):
+    """The active-learning loop on tiny: both strategies, rounds of new grids answered by the simulated crowd."""
+    active.main(["--smoke", "--jobs", "1", "--out", str(tmp_path)])
+    frame = pd.read_csv(tmp_path / "active.csv")
+    assert set(frame.strategy) == {"info", "random"} and sorted(frame["round"].unique()) == [0, 1, 2]
+    hits = frame.pivot_table(index="round", columns="strategy", values="n_train_hits")
+    assert (hits.diff().dropna() == 4).all().all()  # a batch of 4 new grids a round, each answered once
+    assert frame[["accuracy", "nll", "retrieval", "fit_seconds"]].notna().all().all()
+    assert frame.code.nunique() == 1 and frame.code.iloc[0] == code_version()
+    report = (tmp_path / "active.md").read_text()
+    assert "## tiny" in report and "Δ acc" in report and (tmp_path / "active.png").stat().st_size > 0
+    active.main(["--report-only", "--jobs", "1", "--out", str(tmp_path)])
+    assert (tmp_path / "active.md").read_text() == report
 
 
 def test_scale_smoke(tmp_path):

@@ -6,7 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cen_bayes.datasets import DATASETS, DatasetSpec, SimulatedDataset, load_dataset, simulate
+from cen_bayes.annotations import read_annotations
+from cen_bayes.datasets import (DATASETS, NOISE_KINDS, DatasetSpec, SimulatedDataset, answer_grids, load_dataset,
+                                simulate)
 
 # dataset -> (images, workers, grids, pairs, noise rate in the paper; RETINA's is ours)
 PAPER = {
@@ -117,6 +119,27 @@ def test_groups_follow_the_attribute_used():
         assert partition_matches(rows.group, truth), (w, g, hit.attribute)
         checked["off_list" if hit.noise == "off_list" else hit.granularity] += 1
     assert min(checked.values()) > 20
+
+
+def test_new_grids_are_answered_by_the_simulated_crowd():
+    """``answer_grids``: given grids, answered by the simulation's workers as its own HITs were (without
+    slips, a clean HIT splits its images by the recorded attribute), seeded, with the truth kept."""
+    sim = load_dataset("celeba", seed=1, slip_rate=0.0)
+    rng = np.random.default_rng(0)
+    grids = np.array([rng.choice(sim.image_attributes.index.to_numpy(), 24, replace=False) for _ in range(60)])
+    table, truth = answer_grids(sim, grids, seed=3)
+    again, _ = answer_grids(sim, grids, seed=3)
+    assert table.equals(again) and not table.equals(answer_grids(sim, grids, seed=4)[0])
+    assert len(read_annotations(table)) == 60 * 24 and list(truth.grid_id) == [f"new{g:04d}" for g in range(60)]
+    assert set(table.worker_id) <= set(sim.hits.worker_id) and set(truth.noise) <= {"none", *NOISE_KINDS}
+    assert 0.0 < (truth.noise != "none").mean() < 0.45  # the crowd's noise rate (19 %), HIT by HIT
+    rows = table.groupby("grid_id", sort=False)
+    for hit in truth[truth.noise == "none"].itertuples():
+        images = rows.get_group(hit.grid_id)
+        levels = sim.image_attributes.loc[images.image_id, hit.attribute]
+        assert partition_matches(images.group, levels > 0 if hit.granularity == "coarse" else levels)
+    with pytest.raises(ValueError, match="not in celeba"):
+        answer_grids(sim, np.array([["img0000", "no such image"]]))
 
 
 def test_mixed_hits_cross_two_attributes(sims):

@@ -2,8 +2,8 @@
 
 data (``cen_bayes`` but ``api``) < ``models`` < inference (fitting, prediction, diagnostics) < the
 estimator (``cen_bayes.api.CEN`` and the choice of variant and K it runs) < interfaces (the CLI, scoring,
-the method registry, reports, benchmarks). Imports inside functions count too: a lazy import is still a
-dependency."""
+the method registry, reports, the design of the next grids, benchmarks, the collection app). Imports inside
+functions count too: a lazy import is still a dependency."""
 
 import ast
 from pathlib import Path
@@ -13,7 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 LAYER = {"cen_bayes": 0, "models": 1, "inference": 2, "cen_bayes.api": 3, "inference.select": 3,
          "inference.evaluate": 4, "inference.methods": 4, "inference.svi": 4, "inference.report": 4,
-         "benchmarks": 4, "cen_bayes.app": 4}
+         "inference.design": 4, "benchmarks": 4, "cen_bayes.app": 4}
 
 
 def layer_of(module: str) -> int | None:

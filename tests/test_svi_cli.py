@@ -110,7 +110,7 @@ def test_cli_baseline_method(tmp_path):
     assert "uncertain" not in hits  # a hard call has no uncertainty to flag
     emb = pd.read_csv(tmp_path / "embeddings.csv")
     assert list(emb.columns[:3]) == ["image_id", "mean_0", "mean_1"]  # a point estimate: no sd columns
-    assert not (tmp_path / "posterior.nc").exists()
+    assert not (tmp_path / "posterior.nc").exists() and not (tmp_path / "model").exists()  # no CEN to save
 
 
 def test_cli_csn_needs_simulated_truth(tmp_path, capsys):

@@ -308,13 +308,37 @@ class BayesianCEN(PyroModule):
         """
         diff = x[pairs.i] - x[pairs.j]
         if self.sums_out_choice:
-            log_prior = self.choice_log_prior(a_w, a_g, rho, eps, hit_worker, hit_grid)[local]
-            logits = [same_logit(diff.abs(), self.gamma, self.xi_p, self.xi_n, beta)]
-            if self.overall:
-                weight = self.choice_weights(a_w, a_g, hit_worker, hit_grid)[local]
-                logits.append(same_logit(weighted_norm(weight.sqrt(), diff), self.gamma, self.xi_p, self.xi_n,
-                                         beta).unsqueeze(-1))
-            noise_same = (self.noise_u / (self.noise_u + self.noise_v)).expand(len(pairs), 1)  # the Beta's mean
-            return (log_prior.exp() * torch.cat([*map(torch.sigmoid, logits), noise_same], -1)).sum(-1)
+            choice = self.choice_log_prior(a_w, a_g, rho, eps, hit_worker, hit_grid).exp()[local]
+            weight = self.choice_weights(a_w, a_g, hit_worker, hit_grid)[local] if self.overall else None
+            return self.same_probability_given_choice(diff, beta, choice, weight)
         d = weighted_norm(self.pair_activation(a_w, a_g, pairs.worker, pairs.grid), diff)
         return self.priors.same_probability(self, d, beta, threshold_scale)
+
+    def same_probability_given_choice(self, diff, beta, choice, weight=None) -> torch.Tensor:
+        """P(same) of pairs whose images differ by ``diff`` (..., K) when their HIT's choice z has
+        probabilities ``choice`` (..., columns as ``choice_log_prior``) and, for ``kind``, the overall
+        sort weighs the dims by ``weight`` (..., K): the mixture over z of the choice variants'
+        likelihood, in three parts (``dim_same_probability``, ``overall_same_probability``,
+        ``mix_choices``) that the design of new grids (``inference.predict``) also calls one by one.
+        Leading dims broadcast."""
+        overall = self.overall_same_probability(diff, weight, beta) if self.overall else None
+        return self.mix_choices(choice, self.dim_same_probability(diff, beta), overall)
+
+    def dim_same_probability(self, diff, beta) -> torch.Tensor:
+        """(..., K) P(same) of pairs differing by ``diff`` when their HIT sorts by each dim alone."""
+        return torch.sigmoid(same_logit(diff.abs(), self.gamma, self.xi_p, self.xi_n, beta))
+
+    def overall_same_probability(self, diff, weight, beta) -> torch.Tensor:
+        """(...) P(same) of pairs differing by ``diff`` when their HIT sorts by overall kind with dim
+        weights ``weight`` (the HIT's π)."""
+        return torch.sigmoid(same_logit(weighted_norm(weight.sqrt(), diff), self.gamma, self.xi_p, self.xi_n, beta))
+
+    def mix_choices(self, choice, per_dim, overall=None) -> torch.Tensor:
+        """The mixture over the HIT's choice z: ``choice`` (columns as ``choice_log_prior``) weighs P(same)
+        under each dim (``per_dim``, (..., K)), the overall sort (``overall``, kind) and noise (the
+        exchangeable component's mean)."""
+        # summed without concatenating the columns first: the design of new grids mixes millions of pairs
+        mixed = torch.einsum("...k,...k->...", per_dim, choice[..., :self.K])
+        if overall is not None:
+            mixed = mixed + choice[..., self.K] * overall
+        return mixed + choice[..., -1] * (self.noise_u / (self.noise_u + self.noise_v))  # noise: the Beta's mean

@@ -114,6 +114,18 @@ class CrowdPriors:
         with pyro.plate("grids", model.n_grids):
             return pyro.sample("a_g", dist.Exponential(1.0 / scale).to_event(1))
 
+    def new_grid_activations(self, model, x, grids, tau, n_draws: int = 1) -> torch.Tensor:
+        """(n_draws, new grids, K) a^g of grids outside the fit, each of equal size, given as image codes
+        (new grids, S): the prior of ``grid_activations`` given their images' spread, which is what the
+        model knows of a grid before any HIT shows it; choice variants: its value (the same in every
+        draw), continuous variants: ``n_draws`` draws of the per-grid latent."""
+        members = x[grids]
+        mean, square = members.mean(-2), (members ** 2).mean(-2)  # the spread as ``BayesianCEN.grid_spread``
+        scale = tau * model.context_net((square - mean ** 2).clamp(min=0.0).sqrt())
+        if model.sums_out_choice:
+            return scale.expand(n_draws, *scale.shape)
+        return dist.Exponential(1.0 / scale).sample((n_draws,))
+
     def temperature(self, model) -> torch.Tensor:
         return pyro.sample("beta", dist.LogNormal(model.zero, model.one))
 
